@@ -1,0 +1,4 @@
+"""Entry point of ``python -m sr``."""
+from sr.cli import main
+
+raise SystemExit(main())
