@@ -16,26 +16,36 @@ _RGB_TO_YCBCR = (
 _OFFSET = (16.0, 128.0, 128.0)
 
 
-def _matrix(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    dtype = x.dtype if x.is_floating_point() else torch.float32
-    m = torch.tensor(_RGB_TO_YCBCR, dtype=dtype, device=x.device) / 255.0
-    off = torch.tensor(_OFFSET, dtype=dtype, device=x.device) / 255.0
-    return m, off
+_M64 = torch.tensor(_RGB_TO_YCBCR, dtype=torch.float64) / 255.0
+_INV64 = torch.linalg.inv(_M64)
+_OFF64 = torch.tensor(_OFFSET, dtype=torch.float64) / 255.0
+
+
+def _work(x: torch.Tensor) -> torch.Tensor:
+    # Half precision tints greys by ~4e-3 here, so convert in float32 (or float64)
+    # with autocast off, and hand back the caller's dtype.
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def _apply(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    with torch.autocast(x.device.type, enabled=False):
+        w = _work(x)
+        m = matrix.to(device=x.device, dtype=w.dtype)
+        return torch.einsum("ij,...jhw->...ihw", m, w)
 
 
 def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:
     """(..., 3, H, W) RGB in [0, 1] -> YCbCr in [0, 1] (channel dim -3)."""
-    m, off = _matrix(x)
-    return torch.einsum("ij,...jhw->...ihw", m, x) + off[:, None, None]
+    off = _OFF64.to(device=x.device, dtype=_work(x).dtype)[:, None, None]
+    return (_apply(_M64, x) + off).to(x.dtype if x.is_floating_point() else torch.float32)
 
 
 def ycbcr_to_rgb(x: torch.Tensor) -> torch.Tensor:
     """Inverse of rgb_to_ycbcr (not clamped)."""
-    m, off = _matrix(x)
-    return torch.einsum("ij,...jhw->...ihw", torch.linalg.inv(m), x - off[:, None, None])
+    off = _OFF64.to(device=x.device, dtype=_work(x).dtype)[:, None, None]
+    return _apply(_INV64, _work(x) - off).to(x.dtype)
 
 
 def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
     """(..., 3, H, W) RGB in [0, 1] -> (..., 1, H, W) Y in [16/255, 235/255]."""
-    m, off = _matrix(x)
-    return torch.einsum("j,...jhw->...hw", m[0], x).unsqueeze(-3) + off[0]
+    return rgb_to_ycbcr(x)[..., :1, :, :]

@@ -27,3 +27,11 @@ class DatasetError(SRError):
 
 class Cancelled(SRError):
     """Work was cancelled by the caller."""
+
+
+class ImageWriteError(SRError):
+    """An output image cannot be written (unsupported format, unwritable folder)."""
+
+
+class UnknownModelError(SRError, ValueError):
+    """The model name or one of its hyper-parameters is not known."""

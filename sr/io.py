@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from sr.errors import ImageReadError, InputTooLargeError, SRError
+from sr.errors import ImageReadError, ImageWriteError, InputTooLargeError
 
 DEFAULT_MAX_PIXELS = 64_000_000
 
@@ -452,7 +452,7 @@ def save_image(img: Image.Image, path, format: str | None = None) -> Path:
         with contextlib.suppress(OSError):  # e.g. the folder could not be created
             tmp.unlink()
         if isinstance(e, OSError):
-            raise SRError(f"cannot write {path}: {_line(e)}; "
+            raise ImageWriteError(f"cannot write {path}: {_line(e)}; "
                           "check that the folder is writable and has free space") from e
         raise
     return path
@@ -466,7 +466,7 @@ def _save_format(path: Path, format: str | None) -> str:
     fmt = format.upper().lstrip(".")
     fmt = {"JPG": "JPEG", "TIF": "TIFF"}.get(fmt, fmt)
     if fmt not in _SAVE_FORMATS:
-        raise SRError(f"cannot save as {format!r}: use .png (lossless), .jpg, .webp, .bmp or .tiff")
+        raise ImageWriteError(f"cannot save as {format!r}: use .png (lossless), .jpg, .webp, .bmp or .tiff")
     return fmt
 
 

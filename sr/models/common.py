@@ -8,11 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from sr.color import rgb_to_ycbcr, ycbcr_to_rgb
-from sr.errors import ScaleError, SRError
+from sr.errors import ScaleError
+from sr.errors import UnknownModelError as ModelConfigError  # noqa: F401 (re-exported)
 from sr.resize import imresize
 
-class ModelConfigError(SRError, ValueError):
-    """Unknown model name or hyper-parameter."""
 
 
 # Mean RGB of DIV2K's training images, as used by EDSR and RCAN.
