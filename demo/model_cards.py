@@ -1,0 +1,107 @@
+"""Models tab: one Markdown card per bundled model, from the checkpoints' metadata."""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import torch
+
+from sr.checkpoints import bundled_weights, read_metadata, weights_dir
+from sr.errors import SRError
+from sr.models import MODELS, count_parameters, create_model
+
+NO_LICENSE = ("no licence recorded in the checkpoint; the weights follow the repository's "
+              "licence, and the training images keep their own terms")
+
+
+def model_cards() -> str:
+    """All cards, or a note saying where weights go when there are none."""
+    by_arch: dict[str, list[tuple[int, Path]]] = {}
+    for arch, scale, path in bundled_weights():
+        by_arch.setdefault(arch, []).append((scale, path))
+    if not by_arch:
+        return (f"No bundled weights yet (looked in `{weights_dir()}`), so only **bicubic** is "
+                "offered. Trained checkpoints named `<arch>_x<scale>.safetensors` appear here, "
+                "and in the Upscale tab, on the next page load. You can also upload your own "
+                "checkpoint in the Upscale tab.")
+    return "\n\n---\n\n".join(_card(arch, sorted(files)) for arch, files in sorted(by_arch.items()))
+
+
+def _card(arch: str, files: list[tuple[int, Path]]) -> str:
+    spec = MODELS.get(arch)
+    title = f"### {arch} ({', '.join(f'x{s}' for s, _ in files)})"
+    lines = [title]
+    if spec is not None:
+        lines.append(f"{spec.description}. *{spec.paper}*")
+    rows = ["| scale | parameters | file | training data | steps | scores (PSNR-Y / SSIM-Y) |",
+            "|---|---|---|---|---|---|"]
+    licences = set()
+    for scale, path in files:
+        try:
+            meta = read_metadata(path)
+        except SRError as e:
+            rows.append(f"| x{scale} | | `{path.name}` | unreadable: {e} | | |")
+            continue
+        prov = meta.get("provenance") or {}
+        if not isinstance(prov, dict):
+            prov = {}
+        licences.add(str(prov.get("license") or meta.get("license") or NO_LICENSE))
+        size_mb = path.stat().st_size / 2**20
+        rows.append(f"| x{scale} | {_params(meta)} | `{path.name}` ({size_mb:.1f} MB) "
+                    f"| {_first(prov, 'train_data', 'dataset', 'datasets', 'data')} "
+                    f"| {_first(prov, 'steps', 'iterations', 'iters', 'epochs')} "
+                    f"| {_scores(meta.get('eval'))} |")
+    lines.append("\n".join(rows))
+    lines.append("**Licence:** " + "; ".join(sorted(licences)))
+    return "\n\n".join(lines)
+
+
+def _params(meta: dict) -> str:
+    arch = meta.get("arch")
+    if arch not in MODELS or "scale" not in meta:
+        return "?"
+    hparams = meta.get("hparams") if isinstance(meta.get("hparams"), dict) else {}
+    try:
+        return f"{_count(arch, meta['scale'], json.dumps(hparams, sort_keys=True)):,}"
+    except (SRError, TypeError, ValueError):
+        return "?"
+
+
+@functools.lru_cache(maxsize=None)
+def _count(arch: str, scale: int, hparams_json: str) -> int:
+    """Parameters of an architecture, built on the meta device (no memory, no weights read)."""
+    with torch.device("meta"):
+        return count_parameters(create_model(arch, scale, **json.loads(hparams_json)))
+
+
+def _first(d: dict, *keys: str) -> str:
+    for key in keys:
+        value = d.get(key)
+        if value not in (None, "", [], {}):
+            if isinstance(value, (list, tuple)):
+                return ", ".join(map(str, value))
+            return f"{value:,}" if isinstance(value, int) else str(value)
+    return "not recorded"
+
+
+def _scores(evaluation) -> str:
+    """'Set5: 32.09 / 0.8938; ...' from the checkpoint's eval metadata (nested by set/scale)."""
+    if not isinstance(evaluation, dict) or not evaluation:
+        return "not recorded"
+    return "; ".join(_score_parts(evaluation, ""))
+
+
+def _score_parts(d: dict, prefix: str) -> list[str]:
+    parts = []
+    for key, value in d.items():
+        name = f"{prefix} {key}".strip()
+        if isinstance(value, dict) and "psnr_y" in value:
+            ssim = value.get("ssim_y")
+            ssim_text = f" / {ssim:.4f}" if ssim is not None else ""
+            parts.append(f"{name}: {value['psnr_y']:.2f}{ssim_text}")
+        elif isinstance(value, dict):
+            parts += _score_parts(value, name)
+        else:
+            parts.append(f"{name}: {value}")
+    return parts
