@@ -30,7 +30,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=2048)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads (default: torch's default); Pillow uses one")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     arr = rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
     pil = Image.fromarray(arr)
