@@ -1,0 +1,52 @@
+"""``python -m sr.train --config configs/<recipe>.yaml [key=value ...] [--run-dir DIR] [--resume]``
+
+Multi-GPU: ``torchrun --nproc_per_node N -m sr.train --config ...`` (data.batch is the
+global batch, split over the processes).
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from sr.errors import SRError
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sr.train",
+                                description="Train an SR model from a recipe (configs/*.yaml).",
+                                epilog="Any recipe value can be overridden with dotted keys, values read as "
+                                       "YAML: optim.lr=1e-4 train.steps=100 data.hr_dirs=[DIV2K_train_HR]. "
+                                       "Several GPUs: torchrun --nproc_per_node N -m sr.train --config ...")
+    p.add_argument("--config", required=True, help="recipe file (configs/*.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
+    p.add_argument("--run-dir", help="run folder (default: runs/<recipe name>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from <run-dir>/last.pt (a run folder with a checkpoint also "
+                        "resumes without this flag)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+
+    from sr.train.config import load_config
+    from sr.train.trainer import train
+
+    recipe = Path(args.config).stem
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / recipe
+    try:
+        cfg = load_config(args.config, args.overrides)
+        summary = train(cfg, run_dir, resume=True if args.resume else None,
+                        progress=not args.no_progress, recipe=recipe)
+    except SRError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    if summary["stopped"] == "signal":
+        return 128 + summary["signal"]
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
