@@ -96,10 +96,13 @@ def _score_parts(d: dict, prefix: str) -> list[str]:
     parts = []
     for key, value in d.items():
         name = f"{prefix} {key}".strip()
-        if isinstance(value, dict) and "psnr_y" in value:
-            ssim = value.get("ssim_y")
+        psnr_key = next((k for k in ("psnr_y", "psnr") if k in value), None) \
+            if isinstance(value, dict) else None
+        if psnr_key:
+            ssim = value.get("ssim_y", value.get("ssim"))
             ssim_text = f" / {ssim:.4f}" if ssim is not None else ""
-            parts.append(f"{name}: {value['psnr_y']:.2f}{ssim_text}")
+            scale = f" x{value['scale']}" if "scale" in value else ""
+            parts.append(f"{name}{scale}: {value[psnr_key]:.2f}{ssim_text} (Y)")
         elif isinstance(value, dict):
             parts += _score_parts(value, name)
         else:
