@@ -239,13 +239,13 @@ def test_model_cards(weights):
     torch.manual_seed(0)
     save_checkpoint(create_model("espcn", 2), weights / "espcn_x2.safetensors",
                     metadata={"provenance": {"train_data": "T91", "steps": 1000},
-                              "eval": {"Set5": {"psnr_y": 35.5, "ssim_y": 0.95},
+                              "eval": {"Set5": {"scale": 2, "psnr": 35.5, "ssim": 0.95},
                                        "Set14": {"x2": {"psnr_y": 31.25}}}})
     card = model_cards()
     params = sum(p.numel() for p in create_model("espcn", 2).parameters())
     assert "### espcn (x2)" in card and f"{params:,}" in card
     assert "T91" in card and "1,000" in card
-    assert "Set5: 35.50 / 0.9500; Set14 x2: 31.25" in card
+    assert "Set5 x2: 35.50 / 0.9500 (Y); Set14 x2: 31.25 (Y)" in card
 
 
 def test_benchmark_results_table(tmp_path):
