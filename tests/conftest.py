@@ -1,6 +1,10 @@
 import os
 from pathlib import Path
 
+# On a busy 2-core machine torch's spinning OpenMP workers make small ops 10-60x
+# slower; passive waiting costs nothing measurable on an idle one. Must precede torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 
 from sr.paths import SHARED_ENV, shared_root
