@@ -26,7 +26,7 @@ from eval.datasets import Benchmark, find_data_root
 from eval.metrics import METRIC_COLUMNS, PROTOCOL_VERSION, Lpips, MetricUnavailable, evaluate_pair
 from sr.errors import ScaleError, SRError
 
-COLUMNS = ["model", "scale", "dataset", "image", *METRIC_COLUMNS, "seconds", "lr_source",
+COLUMNS = ["model", "scale", "dataset", "image", *METRIC_COLUMNS, "seconds", "megapixels", "lr_source",
            "tiles", "device", "params", "gmacs", "error"]
 # GMACs are reported for one output image of this size (the efficient-SR convention).
 FLOPS_OUTPUT_SIZE = (720, 1280)
@@ -301,5 +301,6 @@ def _one(label, model, item, dataset, scale, device, ensemble, lpips_metric, ext
         if isinstance(e, torch.cuda.OutOfMemoryError):
             torch.cuda.empty_cache()
         return _row(label, scale, dataset, item.name, error=_error_text(e), **base)
-    return _row(label, scale, dataset, item.name, seconds=seconds, tiles=tiles, device=dev,
-                **values, **base)
+    h, w = item.hr.shape[-2:]
+    return _row(label, scale, dataset, item.name, seconds=seconds, megapixels=h * w / 1e6,
+                tiles=tiles, device=dev, **values, **base)

@@ -34,7 +34,8 @@ def _joined(values) -> str:
 
 def summarize(per_image: pd.DataFrame) -> pd.DataFrame:
     """Mean per (model, scale, dataset), same metric column names, plus images, failed,
-    seconds (mean per image), params, gmacs, lr_source, tiles (max), device and error."""
+    seconds (mean per image), s_per_mp (seconds per output megapixel), params, gmacs,
+    lr_source, tiles (max), device and error."""
     rows = []
     errors = per_image["error"].fillna("").astype(str)
     for (model, scale, dataset), g in per_image.groupby(KEYS, sort=False):
@@ -46,12 +47,22 @@ def summarize(per_image: pd.DataFrame) -> pd.DataFrame:
         messages = list(dict.fromkeys(e for e in err if e))
         row.update(
             seconds=g["seconds"].mean(), images=len(g), failed=failed,
+            # seconds per output megapixel: the speed figure that does not depend on the set
+            s_per_mp=(g["seconds"].sum() / g["megapixels"].sum()
+                      if "megapixels" in g and failed == 0 else math.nan),
             params=_first(g["params"]), gmacs=_first(g["gmacs"]),
             lr_source=_joined(g["lr_source"]), tiles=g["tiles"].max(), device=_joined(g["device"]),
             error="; ".join(messages[:1]) + (f" (and {len(messages) - 1} other errors)"
                                                if len(messages) > 1 else ""))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _format_speed(sub: pd.DataFrame) -> str:
+    """Seconds per output megapixel over all sets of a row, with the device."""
+    if "s_per_mp" not in sub or sub["s_per_mp"].isna().all():
+        return MISSING
+    return f"{sub['s_per_mp'].mean():.3g} ({_joined(sub['device'])})"
 
 
 def _format_params(n: float) -> str:
@@ -81,7 +92,7 @@ def paper_table(summary: pd.DataFrame, channel: str = "y") -> tuple[list[str], l
     "PSNR / SSIM" column per dataset. ``channel``: "y" (the papers' numbers) or "rgb"."""
     psnr, ssim = f"psnr_{channel}", f"ssim_{channel}"
     datasets = list(dict.fromkeys(summary["dataset"]))
-    header = ["Method", "Scale", "Params", "GMACs", *datasets]
+    header = ["Method", "Scale", "Params", "GMACs", *datasets, "s/MP"]
     body = []
     order = summary[["model", "scale"]].drop_duplicates()
     order = order.assign(_s=order["scale"]).sort_values("_s", kind="stable")
@@ -91,7 +102,8 @@ def paper_table(summary: pd.DataFrame, channel: str = "y") -> tuple[list[str], l
         gmacs = _first(sub["gmacs"])
         body.append([str(model), f"x{scale}", _format_params(_first(sub["params"])),
                      _format_gmacs(gmacs),
-                     *[_cell(by_set.get(d), psnr, ssim) for d in datasets]])
+                     *[_cell(by_set.get(d), psnr, ssim) for d in datasets],
+                     _format_speed(sub)])
     return header, body
 
 

@@ -255,7 +255,7 @@ def test_model_objects_callables_and_labels(tiny_root, tmp_path):
 def test_columns(tiny_root, tmp_path):
     df = _run(["bicubic"], tiny_root, tmp_path)
     for c in ["model", "scale", "dataset", "image", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb",
-              "seconds", "lr_source", "tiles", "device", "params", "gmacs", "error"]:
+              "seconds", "megapixels", "lr_source", "tiles", "device", "params", "gmacs", "error"]:
         assert c in df.columns
     assert set(df["image"]) == {"a", "b"} and (df["lr_source"] == "generated").all()
     assert (df["psnr_rgb"] != df["psnr_y"]).all()
@@ -319,8 +319,11 @@ def test_cli_writes_all_outputs(tiny_root, tmp_path, capsys):
     assert len(per_image) == 4
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary["scale"]) == [2, 3]
-    assert {"psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "params", "gmacs", "seconds", "device"} \
-        <= set(summary.columns)
+    assert {"psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "params", "gmacs", "seconds", "device",
+            "s_per_mp"} <= set(summary.columns)
+    # seconds per output megapixel = total seconds / total output pixels of the row
+    x2 = per_image[per_image["scale"] == 2]
+    assert summary.loc[0, "s_per_mp"] == pytest.approx(x2["seconds"].sum() / x2["megapixels"].sum())
     md = (out / "table.md").read_text()
     cell = f"{summary.loc[0, 'psnr_y']:.2f} / {summary.loc[0, 'ssim_y']:.4f}"
     assert "| bicubic | x2 |" in md and cell in md
