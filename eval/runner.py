@@ -233,7 +233,8 @@ def evaluate(models, datasets, scales, data_root=None, device=None, ensemble=Fal
                 key = None if weights_id is None else make_key(
                     weights=weights_id, arch=getattr(model, "arch", type(model).__name__),
                     scale=scale, dataset=bench.name, data=bench.fingerprint(), ensemble=bool(ensemble),
-                    lpips=lpips_metric is not None, protocol=PROTOCOL_VERSION, sr=sr.__version__)
+                    lpips=lpips_metric is not None, protocol=PROTOCOL_VERSION, sr=sr.__version__,
+                    columns=COLUMNS)
                 hit = store.get(key) if (cache and key is not None) else None
                 if hit is not None:
                     rows += [dict(r, model=c.label) for r in hit.to_dict("records")]

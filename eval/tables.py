@@ -49,7 +49,8 @@ def summarize(per_image: pd.DataFrame) -> pd.DataFrame:
             seconds=g["seconds"].mean(), images=len(g), failed=failed,
             # seconds per output megapixel: the speed figure that does not depend on the set
             s_per_mp=(g["seconds"].sum() / g["megapixels"].sum()
-                      if "megapixels" in g and failed == 0 else math.nan),
+                      if "megapixels" in g and failed == 0 and g["megapixels"].notna().all()
+                      else math.nan),
             params=_first(g["params"]), gmacs=_first(g["gmacs"]),
             lr_source=_joined(g["lr_source"]), tiles=g["tiles"].max(), device=_joined(g["device"]),
             error="; ".join(messages[:1]) + (f" (and {len(messages) - 1} other errors)"
