@@ -34,7 +34,7 @@ def test_x4_models_reproduce_summary_on_set5(benchmarks_dir):
         assert got.loc[r.model, "ssim_y"] == pytest.approx(r.ssim_y, abs=5e-4), r.model
 
 
-@pytest.mark.parametrize("folder", ["zoo_x4", "zoo_x2_x3"])
+@pytest.mark.parametrize("folder", ["zoo_x4", "zoo_x2_x3", "zoo_x3"])
 def test_readme_shows_the_committed_tables(folder):
     readme = (ROOT / "README.md").read_text()
     summary = pd.read_csv(ROOT / "results" / folder / "summary.csv")
