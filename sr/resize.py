@@ -29,6 +29,10 @@ import torch
 _TIE_TOLERANCE = 1e-3
 _MAX_PERIOD = 32
 _BLOCK_OUTPUTS = 16
+# Passes over at most this many input samples run as one dense matmul for all planes.
+_DENSE_MAX_LEN = 128
+# Column passes run over strips of about this many output samples (a few MB of float32).
+_STRIP_ELEMENTS = 1 << 19
 
 
 def _cubic(x: torch.Tensor) -> torch.Tensor:
@@ -87,6 +91,19 @@ def _exact_in_float32(in_len: int, out_len: int, scale: float, antialias: bool) 
 
 
 @lru_cache(maxsize=256)
+def _tie_free(in_len: int, out_len: int, scale: float, antialias: bool) -> bool:
+    """True when every weight is a multiple of 1/D for an odd D < 500 (x3 upscaling:
+    D = 27). A uint8 sum of such weights is m/D, at least 1/(2D) > _TIE_TOLERANCE from
+    any rounding tie, so rounding the float32 result gives MATLAB's value."""
+    weights = _contributions(in_len, out_len, scale, antialias)[0]
+    for d in range(3, 500, 2):
+        scaled = weights * d
+        if bool(((scaled - scaled.round()).abs() < 1e-9).all()):
+            return 1 / (2 * d) > _TIE_TOLERANCE
+    return False
+
+
+@lru_cache(maxsize=256)
 def _polyphase(in_len: int, out_len: int, scale: float, antialias: bool = True):
     """Find (period p, stride d) such that output i + p uses the weights of output i
     shifted by d input samples. Returns None when there is no short period."""
@@ -105,35 +122,62 @@ def _output_length(in_len: int, scale: float) -> int:
     return int(math.ceil(in_len * scale))
 
 
-def _pass(x: torch.Tensor, dim: int, in_len: int, out_len: int, scale: float,
-          antialias: bool) -> torch.Tensor:
-    """One resize pass of a 2-D float plane along ``dim`` (0: rows, 1: columns)."""
-    weights, raw_first, mirrored = _contributions(in_len, out_len, scale, antialias)
-    poly = _polyphase(in_len, out_len, scale, antialias)
-    if poly is None:
-        return _pass_taps(x, dim, weights.to(x.dtype), mirrored)
-    period, stride = poly
+@lru_cache(maxsize=64)
+def _block_matrix(in_len: int, out_len: int, scale: float, antialias: bool,
+                  dtype: torch.dtype, device: torch.device):
+    """The polyphase block matrix of a pass and its layout.
+
+    `group` periods of outputs form one dense (outputs x rows_in) matrix shared by all
+    blocks, so a pass is a batch of small matmuls over overlapping windows of the
+    input (views, no copies): cache-friendly and on the BLAS kernels. Returns
+    (block, input step between blocks, rows_in, number of blocks, raw input index
+    read first by block 0)."""
+    weights, raw_first, _ = _contributions(in_len, out_len, scale, antialias)
+    period, stride = _polyphase(in_len, out_len, scale, antialias)
     taps = weights.shape[1]
-    # Phase r starts reading at raw_first[r]; fold that offset into one block matrix.
+    # Phase r starts reading at raw_first[r]; fold that offset into the block matrix.
     offsets = [int(raw_first[r]) - int(raw_first[0]) for r in range(period)]
-    span = max(offsets) + taps
-    # `group` periods of outputs form one dense (rows_out x rows_in) matrix shared by
-    # all blocks, so the pass is a batch of small matmuls over overlapping windows of
-    # the input (views, no copies): cache-friendly and on the BLAS kernels.
     group = max(1, _BLOCK_OUTPUTS // period)
-    rows_in = (group - 1) * stride + span
+    rows_in = (group - 1) * stride + max(offsets) + taps
     blocks = math.ceil(out_len / (group * period))
     block = torch.zeros(group * period, rows_in, dtype=torch.float64)
     for g in range(group):
         for r in range(period):
             o = g * stride + offsets[r]
             block[g * period + r, o:o + taps] = weights[r]
-    block = block.to(device=x.device, dtype=x.dtype)
-    step = group * stride
-    first = int(raw_first[0])  # raw input index read first by block 0
+    return (block.to(device=device, dtype=dtype), group * stride, rows_in, blocks,
+            int(raw_first[0]))
+
+
+def _pass(x: torch.Tensor, dim: int, in_len: int, out_len: int, scale: float,
+          antialias: bool, buffers: dict | None = None) -> torch.Tensor:
+    """One resize pass of a 2-D float plane along ``dim`` (0: rows, 1: columns).
+
+    Returns (rows_out, other) for dim 0 and (blocks, other, outputs per block) for
+    dim 1, with possibly a few extra outputs past ``out_len`` (see ``_store``). The
+    result lives in ``buffers`` (keyed by shape) when given, so that later planes and
+    strips reuse it."""
+    weights, raw_first, mirrored = _contributions(in_len, out_len, scale, antialias)
+    poly = _polyphase(in_len, out_len, scale, antialias)
+    if poly is None:
+        out = _pass_taps(x, dim, weights.to(x.dtype), mirrored)
+        return out if dim == 0 else out[None]
+    block, step, rows_in, blocks, first = _block_matrix(in_len, out_len, scale, antialias,
+                                                        x.dtype, x.device)
     other = x.shape[1 - dim]
-    # Blocks first in both directions, so each matmul is a strided batch with no copy.
-    out = x.new_empty(blocks, *((group * period, other) if dim == 0 else (other, group * period)))
+    # Blocks first in both directions, so every matmul writes a contiguous slice. For
+    # rows that is already the (rows_out, other) plane; for columns the caller reads
+    # (blocks, other, outputs) through a transposed view instead of copying it.
+    per = block.shape[0]
+    shape = (blocks, *((per, other) if dim == 0 else (other, per)))
+    if buffers is None:
+        out = x.new_empty(shape)
+    else:
+        # Large fresh allocations are page-faulted in on every call, which costs more
+        # than the matmuls themselves: reuse one buffer per shape.
+        out = buffers.get((dim, shape))
+        if out is None:
+            out = buffers[(dim, shape)] = x.new_empty(shape)
 
     def run(src: torch.Tensor, lo: int, count: int) -> None:
         """Blocks lo..lo+count, with src index 0 at the first input block lo reads."""
@@ -162,9 +206,37 @@ def _pass(x: torch.Tensor, dim: int, in_len: int, out_len: int, scale: float,
         run(x.narrow(dim, first + lo * step, (hi - lo - 1) * step + rows_in), lo, hi - lo)
     if blocks > hi:
         run(padded(hi, blocks - hi), hi, blocks - hi)
+    return out.view(-1, other) if dim == 0 else out
+
+
+def _store(buf: torch.Tensor, dim: int, out_len: int, dst: torch.Tensor) -> None:
+    """Copy (and cast) a pass result into the plane ``dst``: ``buf`` is (rows, other)
+    for dim 0 and (blocks, other, outputs per block) for dim 1."""
     if dim == 0:
-        return out.view(-1, other)[:out_len]
-    return out.transpose(0, 1).reshape(other, -1)[:, :out_len]
+        dst.copy_(buf[:out_len])
+        return
+    per = buf.shape[2]
+    full, rest = divmod(out_len, per)
+    if full:
+        dst[:, :full * per].view(dst.shape[0], full, per).copy_(buf[:full].transpose(0, 1))
+    if rest:
+        dst[:, full * per:].copy_(buf[full, :, :rest])
+
+
+def _plane_positions(buf: torch.Tensor, dim: int, idx: tuple[torch.Tensor, ...]):
+    """(row, column) in the output plane of elements ``idx`` of a pass buffer."""
+    if dim == 0:
+        return idx
+    blk, i, k = idx
+    return i, blk * buf.shape[2] + k
+
+
+@lru_cache(maxsize=64)
+def _dense(in_len: int, out_len: int, scale: float, antialias: bool) -> torch.Tensor:
+    """The whole pass as one (out_len, in_len) float64 matrix, mirrored taps folded in."""
+    weights, _, mirrored = _contributions(in_len, out_len, scale, antialias)
+    m = torch.zeros(out_len, in_len, dtype=torch.float64)
+    return m.scatter_add_(1, mirrored, weights)
 
 
 def _mirror(rows: torch.Tensor, in_len: int) -> torch.Tensor:
@@ -186,28 +258,83 @@ def _pass_taps(x: torch.Tensor, dim: int, weights: torch.Tensor,
     return out
 
 
-def _fix_ties(x_u8: torch.Tensor, y: torch.Tensor, dim: int, in_len: int, out_len: int,
-              scale: float, antialias: bool) -> torch.Tensor:
-    """Round a float32 pass result to uint8 exactly as MATLAB's float64 pass would."""
+def _round(y: torch.Tensor, plane: torch.Tensor, dim: int, in_len: int, out_len: int,
+           scale: float, antialias: bool, positions, keep_float: bool) -> torch.Tensor:
+    """Round a float32 pass result to MATLAB's uint8 values (as floats in [0, 255]), in
+    place where possible, and return it.
+
+    ``plane`` holds the pass input (integer-valued floats, (..., H, W)); ``positions``
+    maps indices of ``y`` to (..., row, column) of the pass output. With ``keep_float`` False
+    the floor is left to the truncating cast to uint8 that follows.
+    """
     # Half away from zero: floor(y + 0.5) for y >= 0 (anything below clamps to 0).
-    t = y.add_(0.5)
-    rounded = torch.floor(t)
-    if _exact_in_float32(in_len, out_len, scale, antialias):
-        return rounded.clamp_(0, 255).to(torch.uint8)
-    near = t.sub_(rounded).sub_(0.5).abs_() > 0.5 - _TIE_TOLERANCE
+    y.add_(0.5)
+    if (_exact_in_float32(in_len, out_len, scale, antialias)
+            or _tie_free(in_len, out_len, scale, antialias)):
+        return y.floor_().clamp_(0, 255) if keep_float else y.clamp_(0, 255)
+    rounded = torch.floor(y)
+    near = y.sub_(rounded).sub_(0.5).abs_() > 0.5 - _TIE_TOLERANCE
     if bool(near.any()):
+        idx = near.nonzero(as_tuple=True)
+        *lead, i, j = positions(idx)  # lead: the plane index of a batch, if any
+        valid = (i if dim == 0 else j) < out_len  # blocks may run past the last output
+        idx, lead = tuple(t[valid] for t in idx), [t[valid] for t in lead]
+        i, j = i[valid], j[valid]
         weights, _, mirrored = _contributions(in_len, out_len, scale, antialias)
-        weights = weights.to(x_u8.device)
-        mirrored = mirrored.to(x_u8.device)
-        i, j = near.nonzero(as_tuple=True)
+        weights = weights.to(plane.device)
+        mirrored = mirrored.to(plane.device)
         pos = i if dim == 0 else j
-        acc = torch.zeros(i.shape[0], dtype=torch.float64, device=x_u8.device)
+        acc = torch.zeros(pos.shape[0], dtype=torch.float64, device=plane.device)
         for k in range(weights.shape[1]):  # MATLAB's order, in float64
-            src = mirrored[pos, k]
-            vals = x_u8[src, j] if dim == 0 else x_u8[i, src]
+            tap = mirrored[pos, k]
+            vals = plane[(*lead, tap, j)] if dim == 0 else plane[(*lead, i, tap)]
             acc = acc + weights[pos, k] * vals.to(torch.float64)
-        rounded[i, j] = torch.floor(acc + 0.5).to(rounded.dtype)
-    return rounded.clamp_(0, 255).to(torch.uint8)
+        rounded[idx] = torch.floor(acc + 0.5).to(rounded.dtype)
+    return rounded.clamp_(0, 255)
+
+
+def _resize_planes(x: torch.Tensor, out: torch.Tensor, passes, work_dtype: torch.dtype,
+                   antialias: bool) -> None:
+    """Resize planes ``x`` (B, H, W) into ``out`` (B, H', W', any dtype), computing in
+    ``work_dtype``; uint8 planes are carried as integer-valued floats between passes."""
+    is_u8 = x.dtype == torch.uint8
+    if max(p[1] for p in passes) <= _DENSE_MAX_LEN:
+        # Small planes (training crops, tiles): one batched matmul per pass for all of
+        # them; the zero taps cost less than a Python loop over the planes would.
+        y = x.to(work_dtype)
+        for n, (dim, in_len, out_len, s) in enumerate(passes):
+            m = _dense(in_len, out_len, s, antialias).to(device=x.device, dtype=work_dtype)
+            src, y = y, (torch.matmul(m, y) if dim == 0 else torch.matmul(y, m.T))
+            if is_u8:
+                y = _round(y, src, dim, in_len, out_len, s, antialias,
+                           lambda idx: idx, keep_float=True)
+        out.copy_(y)
+        return
+    buffers: dict = {}
+    for b in range(x.shape[0]):
+        if x.dtype == work_dtype:
+            y = x[b]
+        else:  # one plane at a time into a reused buffer: cheaper than all at once
+            y = buffers.get("input")
+            if y is None:
+                y = buffers["input"] = torch.empty(x.shape[1:], dtype=work_dtype, device=x.device)
+            y.copy_(x[b])
+        for n, (dim, in_len, out_len, s) in enumerate(passes):
+            last = n == len(passes) - 1
+            # The column pass runs in strips of rows, so its float result stays in
+            # cache until it is rounded and stored (rows are independent in it).
+            strip = max(1, _STRIP_ELEMENTS // out_len) if dim == 1 else y.shape[0]
+            for r0 in range(0, y.shape[0], strip):
+                src = y[r0:r0 + strip]
+                buf = _pass(src, dim, in_len, out_len, s, antialias, buffers)
+                if is_u8:
+                    buf = _round(buf, src, dim, in_len, out_len, s, antialias,
+                                 lambda idx, buf=buf, dim=dim: _plane_positions(buf, dim, idx),
+                                 keep_float=not last)
+                if last:
+                    _store(buf, dim, out_len, out[b, r0:r0 + strip])
+                else:
+                    y = buf[:out_len]  # rows first: the (rows, columns) plane itself
 
 
 def imresize(x: torch.Tensor, scale: float | None = None,
@@ -240,20 +367,16 @@ def imresize(x: torch.Tensor, scale: float | None = None,
         raise TypeError(f"imresize: unsupported dtype {x.dtype}; use uint8 or float")
     out_dtype = x.dtype
     work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    planes = x.reshape(n * c, h, w)
+    passes = [(dim, in_len, out_len, s) for dim, in_len, out_len, s in
+              ((0, h, out_h, scale_h), (1, w, out_w, scale_w)) if not (in_len == out_len and s == 1)]
     out = torch.empty(n * c, out_h, out_w, dtype=out_dtype, device=x.device)
-    # TF32 would cost ~1e-3 relative error: too much for MATLAB-exact rounding.
-    with _no_tf32():
-        for b in range(n * c):
-            y = planes[b]
-            for dim, in_len, out_len, s in ((0, h, out_h, scale_h), (1, w, out_w, scale_w)):
-                if in_len == out_len and s == 1:
-                    continue
-                src = y
-                y = _pass(src.to(work_dtype), dim, in_len, out_len, s, antialias)
-                if is_u8:
-                    y = _fix_ties(src, y, dim, in_len, out_len, s, antialias)
-            out[b] = y
+    planes = x.reshape(n * c, h, w)
+    if not passes:
+        out.copy_(planes)
+    else:
+        # TF32 would cost ~1e-3 relative error: too much for MATLAB-exact rounding.
+        with _no_tf32():
+            _resize_planes(planes, out, passes, work_dtype, antialias)
     out = out.view(n, c, out_h, out_w)
     return out[0] if squeeze else out
 

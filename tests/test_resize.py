@@ -27,12 +27,18 @@ def test_regenerates_matlab_lr_exactly(benchmarks_dir, dataset, scale):
         assert differing == 0, f"{hr_path.name} x{scale}: {differing} differing pixels"
 
 
-def _reference(x: np.ndarray, scale: float) -> np.ndarray:
-    """Direct float64 transcription of MATLAB's imresize (slow, for cross-checking)."""
+def _reference(x: np.ndarray, scale: float, uint8: bool = False) -> np.ndarray:
+    """Direct float64 transcription of MATLAB's imresize (slow, for cross-checking);
+    ``uint8`` rounds half away from zero and saturates after each pass, as MATLAB does
+    for a uint8 image."""
     def cubic(t):
+        # Powers as products, as sr.resize evaluates them: which of two neighbouring
+        # doubles a weight gets decides exact .5 ties in the uint8 comparison.
         a = np.abs(t)
-        return ((1.5 * a**3 - 2.5 * a**2 + 1) * (a <= 1)
-                + (-0.5 * a**3 + 2.5 * a**2 - 4 * a + 2) * ((a > 1) & (a <= 2)))
+        a2 = a * a
+        a3 = a2 * a
+        return ((1.5 * a3 - 2.5 * a2 + 1) * (a <= 1)
+                + (-0.5 * a3 + 2.5 * a2 - 4 * a + 2) * ((a > 1) & (a <= 2)))
 
     def resize_dim(img, axis):
         n = img.shape[axis]
@@ -44,14 +50,22 @@ def _reference(x: np.ndarray, scale: float) -> np.ndarray:
         idx = left[:, None] + np.arange(int(np.ceil(width)) + 2)[None, :]
         d = u[:, None] - idx
         w = scale * cubic(scale * d) if scale < 1 else cubic(d)
-        w = w / w.sum(1, keepdims=True)
+        total = w[:, 0].copy()
+        for k in range(1, w.shape[1]):  # sequential, like MATLAB's sum over a short row
+            total = total + w[:, k]
+        w = w / total[:, None]
         aux = np.concatenate([np.arange(n), np.arange(n - 1, -1, -1)])
         idx = aux[np.mod(idx.astype(int) - 1, 2 * n)]
         moved = np.moveaxis(img, axis, 0)
-        res = np.einsum("ok,ok...->o...", w, moved[idx])
+        res = 0.0
+        for k in range(w.shape[1]):  # MATLAB's order: it decides exact .5 ties
+            res = res + w[:, k].reshape(-1, *[1] * (moved.ndim - 1)) * moved[idx[:, k]]
         return np.moveaxis(res, 0, axis)
 
-    return resize_dim(resize_dim(x.astype(np.float64), 0), 1)
+    def matlab_round(y):
+        return np.clip(np.floor(y + 0.5), 0, 255) if uint8 else y
+
+    return matlab_round(resize_dim(matlab_round(resize_dim(x.astype(np.float64), 0)), 1))
 
 
 @pytest.mark.parametrize("scale", [4, 3, 2, 1 / 2, 1 / 3, 1 / 4, 0.7, 1.5])
@@ -65,6 +79,22 @@ def test_float_path_matches_reference(scale):
     ours32 = imresize(x.float(), scale)
     assert ours32.dtype == torch.float32
     assert np.abs(ours32.numpy() - ref).max() < 1e-5
+
+
+@pytest.mark.parametrize("scale", [4, 3, 2, 1 / 2, 1 / 3, 1 / 4, 0.7, 1.5])
+@pytest.mark.parametrize("shape", [(2, 3, 23, 17), (1, 2, 150, 131)], ids=["dense", "blocks"])
+def test_uint8_path_matches_reference(scale, shape):
+    """Small planes go through one batched dense matmul, large ones through the
+    polyphase blocks; both must round exactly like MATLAB, also between the passes."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
+    # Smooth regions as well as noise: they put many outputs near rounding ties.
+    x[..., : shape[-2] // 2, :] = x[..., :1, :1]
+    ours = imresize(x, scale)
+    ref = np.stack([[_reference(x[n, c].numpy(), scale, uint8=True) for c in range(shape[1])]
+                    for n in range(shape[0])])
+    assert ours.dtype == torch.uint8 and ours.shape == ref.shape
+    assert int((ours.numpy() != ref).sum()) == 0
 
 
 def test_shapes_dtypes_and_size_argument():
