@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import torch
 
-from sr.color import rgb_to_y
+from sr.color import Y_ROW as _Y_ROW
 from sr.resize import modcrop
 
 # Bump when anything that changes a metric value changes (the result cache keys on it).
@@ -67,7 +67,24 @@ def y_channel(x: torch.Tensor) -> torch.Tensor:
     if x.dtype != torch.uint8:
         raise TypeError("y_channel expects a uint8 image; quantize() the model output first")
     with _one_cpu_thread(x):
-        return rgb_to_y(_as_rgb(x).double() / 255.0) * 255.0
+        return _y_from_rgb(_as_rgb(x).double())
+
+
+def _y_from_rgb(rgb: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """float64 RGB in [0, 255] (..., 3, H, W) -> Y (..., 1, H, W), into ``out`` if given."""
+    y = torch.mul(rgb[..., 0:1, :, :], _Y_ROW[0], out=out)
+    y.add_(rgb[..., 1:2, :, :], alpha=_Y_ROW[1]).add_(rgb[..., 2:3, :, :], alpha=_Y_ROW[2])
+    return y.div_(255.0).add_(16.0)
+
+
+def _metric_planes(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 1 or 3, H, W) -> float64 (4N, 1, H, W): N Y planes, then N x (R, G, B)."""
+    n, _, h, w = x.shape
+    planes = torch.empty(4 * n, 1, h, w, dtype=torch.float64, device=x.device)
+    rgb = planes[n:].view(n, 3, h, w)
+    rgb.copy_(_as_rgb(x))
+    _y_from_rgb(rgb, out=planes[:n])
+    return planes
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 255.0) -> torch.Tensor:
@@ -194,15 +211,16 @@ def evaluate_batch(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> dict[str, 
         return {k: torch.cat([d[k] for d in singles]) for k in singles[0]}
     with _one_cpu_thread(sr):
         sr8, hr8 = _prepare(sr, hr, scale)
-        y_sr, y_hr = y_channel(sr8), y_channel(hr8)
-        rgb_sr, rgb_hr = _as_rgb(sr8).double(), _as_rgb(hr8).double()
-        n = rgb_sr.shape[0]
-        planes = lambda x: x.reshape(n * 3, 1, *x.shape[-2:])  # noqa: E731
+        n = sr8.shape[0]
+        # Y then R, G, B planes in one float64 tensor, so one SSIM pass covers them all.
+        p_sr, p_hr = _metric_planes(sr8), _metric_planes(hr8)
+        s = ssim(p_sr, p_hr)
+        rgb = lambda p: p[n:].view(n, 3, *p.shape[-2:])  # noqa: E731
         return {
-            "psnr_y": psnr(y_sr, y_hr),
-            "ssim_y": ssim(y_sr, y_hr),
-            "psnr_rgb": psnr(rgb_sr, rgb_hr),
-            "ssim_rgb": ssim(planes(rgb_sr), planes(rgb_hr)).view(n, 3).mean(dim=1),
+            "psnr_y": psnr(p_sr[:n], p_hr[:n]),
+            "ssim_y": s[:n],
+            "psnr_rgb": psnr(rgb(p_sr), rgb(p_hr)),
+            "ssim_rgb": s[n:].view(n, 3).mean(dim=1),
         }
 
 
