@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Models: registry names (bundled weights at each scale, or 'bicubic') or "
                "checkpoint files (.safetensors, or third-party .pth). Datasets: Set5, Set14, "
                "B100 (BSD100), Urban100, Manga109, DIV2K_valid (DIV2K), or any folder <root>/<name>/HR.")
-    p.add_argument("--models", type=_csv, required=True, help="comma-separated names or checkpoint paths")
+    p.add_argument("--models", type=_csv, default=[], help="comma-separated names or checkpoint paths")
     p.add_argument("--datasets", type=_csv, default=["Set5", "Set14"], help="comma-separated (default Set5,Set14)")
     p.add_argument("--scales", type=_scales, default=[4], help="comma-separated (default 4)")
     p.add_argument("--data-root", help="folder holding <Set>/HR (default: $SR_DATA_ROOT, then the shared data)")
@@ -35,12 +35,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="recompute everything (and refresh the cache)")
     p.add_argument("--cache-dir", help="result cache folder (default ~/.cache/sr-workbench/eval)")
     p.add_argument("--lpips", action="store_true", help="add an LPIPS column (needs the lpips package)")
+    p.add_argument("--published-bicubic", action="store_true",
+                   help="add the bicubic row as papers print it (SRCNN-era Y-only pipeline; "
+                        "see eval/published_bicubic.py) next to the protocol rows")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.models and not args.published_bicubic:
+        parser.error("give --models (and/or --published-bicubic)")
+    import pandas as pd
+
+    from eval.published_bicubic import published_bicubic_row
     from eval.runner import evaluate
     from eval.tables import summarize, to_markdown, write_outputs
 
@@ -48,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         df = evaluate(args.models, args.datasets, args.scales, data_root=args.data_root,
                       device=args.device, ensemble=args.ensemble, cache=not args.no_cache,
                       cache_dir=args.cache_dir, progress=not args.quiet, lpips=args.lpips)
+        if args.published_bicubic:
+            notes = df.attrs.get("notes", [])
+            extra = published_bicubic_row(args.datasets, args.scales, args.data_root)
+            df = pd.concat([extra, df] if args.models else [extra], ignore_index=True)
+            df.attrs["notes"] = notes + ["bicubic (published pipeline): the SRCNN-era Y-only "
+                                         "pipeline of the published bicubic row; its SSIM is over "
+                                         "the whole image (eval/published_bicubic.py)"]
     except SRError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -11,10 +11,11 @@ from torch import nn
 from eval import evaluate
 from eval.__main__ import main as cli_main
 from eval.datasets import DATASETS, load_benchmark, resolve_name
-from eval.metrics import psnr, ssim, y_channel
+from eval.published_bicubic import LABEL as PUBLISHED_LABEL
+from eval.published_bicubic import published_bicubic_row
 from eval.tables import MISSING, paper_table, summarize
 from sr.errors import DatasetError
-from sr.resize import imresize, modcrop
+from sr.resize import imresize
 
 # Bicubic row of the SR literature (VDSR onwards), Y channel: (PSNR, SSIM).
 PUBLISHED_BICUBIC = {
@@ -25,7 +26,7 @@ PUBLISHED_BICUBIC = {
 # Y of R = G = B for the grayscale `bridge`), which is how EDSR/RCAN/BasicSR-era papers
 # measure their models. It is 0.01 dB above the published Set5 row and ~0.09 dB above
 # the Set14 row: the published row comes from the older SRCNN-era pipeline (see
-# test_published_bicubic_row_is_the_srcnn_pipeline), not from this protocol.
+# eval/published_bicubic.py and test_published_bicubic_row_reproduced), not from this protocol.
 PROTOCOL_BICUBIC = {
     ("Set5", 2): (33.6734, 0.93029), ("Set5", 3): (30.4033, 0.86891), ("Set5", 4): (28.4290, 0.81114),
     ("Set14", 2): (30.3246, 0.86985), ("Set14", 3): (27.6311, 0.77588), ("Set14", 4): (26.0884, 0.70480),
@@ -105,37 +106,38 @@ def test_bicubic_row_versus_published(bicubic_set5_set14, key):
         assert row["ssim_y"] == pytest.approx(s, abs=8e-4)
 
 
-def _srcnn_era_bicubic(path, scale):
-    """The pipeline the published bicubic row comes from (SRCNN's MATLAB demo): Y of the
-    uint8 image rounded to uint8 (a gray image is its own Y), resized down and up in
-    floating point without intermediate rounding, output rounded to uint8, border cropped."""
-    img = np.asarray(Image.open(path))
-    if img.ndim == 2:
-        y8 = torch.from_numpy(img.copy())[None, None]
-    else:
-        rgb = torch.from_numpy(img.copy()).permute(2, 0, 1)[None]
-        y8 = torch.floor(y_channel(rgb) + 0.5).to(torch.uint8)
-    y8 = modcrop(y8, scale)
-    y = y8.double() / 255
-    up = imresize(imresize(y, scale=1 / scale), scale=scale)
-    up8 = torch.floor(up.clamp(0, 1) * 255 + 0.5)
-    c = scale
-    a, b = up8[..., c:-c, c:-c], y8.double()[..., c:-c, c:-c]
-    return psnr(a, b).item(), ssim(a, b).item()
+@pytest.fixture(scope="module")
+def published_row(benchmarks_dir):
+    df = published_bicubic_row(["Set5", "Set14"], [2, 3, 4], data_root=benchmarks_dir)
+    return summarize(df).set_index(["dataset", "scale"])
 
 
 @pytest.mark.parametrize("key", sorted(PUBLISHED_BICUBIC))
-def test_published_bicubic_row_is_the_srcnn_pipeline(benchmarks_dir, key):
-    """The published PSNRs are reproduced to 0.01 dB by the SRCNN-era pipeline built from
-    this project's imresize and metrics (Set5 SSIM too; the published Set14 SSIMs come from
-    yet another implementation and are not asserted)."""
-    dataset, scale = key
-    paths = sorted((benchmarks_dir / dataset / "HR").glob("*.png"))
-    values = np.array([_srcnn_era_bicubic(p, scale) for p in paths])
+def test_published_bicubic_row_reproduced(published_row, key):
+    """Acceptance: all 12 published bicubic values (Set5/Set14, x2/x3/x4) within 0.01 dB
+    and 0.0005, from the SRCNN-era pipeline built on this project's resize and metric."""
+    row = published_row.loc[key]
     p, s = PUBLISHED_BICUBIC[key]
-    assert values[:, 0].mean() == pytest.approx(p, abs=0.01)
-    if dataset == "Set5":
-        assert values[:, 1].mean() == pytest.approx(s, abs=5e-4)
+    assert row["model"] == PUBLISHED_LABEL and row["failed"] == 0
+    assert row["psnr_y"] == pytest.approx(p, abs=0.01)
+    assert row["ssim_y"] == pytest.approx(s, abs=5e-4)
+
+
+def test_cli_published_bicubic_row(benchmarks_dir, tmp_path, capsys):
+    code = cli_main(["--published-bicubic", "--models", "bicubic", "--datasets", "Set5", "--scales", "4",
+                     "--data-root", str(benchmarks_dir), "--out", str(tmp_path / "out"),
+                     "--cache-dir", str(tmp_path / "cache"), "--quiet"])
+    assert code == 0
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("model")
+    assert summary.loc[PUBLISHED_LABEL, "psnr_y"] == pytest.approx(28.42, abs=0.01)
+    assert summary.loc["bicubic", "psnr_y"] == pytest.approx(PROTOCOL_BICUBIC[("Set5", 4)][0], abs=1e-3)
+    assert "28.42 / 0.8102" in capsys.readouterr().out
+
+
+def test_cli_needs_models_or_published_row(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["--datasets", "Set5"])
+    assert "--models" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
