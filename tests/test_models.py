@@ -232,3 +232,19 @@ def test_discriminator_layout():
     linears = [m for m in disc.classifier if isinstance(m, nn.Linear)]
     assert [l.out_features for l in linears] == [1024, 1]
     assert not any(isinstance(m, nn.Sigmoid) for m in disc.modules())
+
+
+@pytest.mark.parametrize("name", ["edsr_baseline", "rcan"])
+def test_mixed_precision_keeps_residual_stream_and_last_conv_in_float32(name):
+    """Under bf16 autocast only the inner convolutions are bf16; the output is float32
+    and close to the fp32 result (the fast inference path relies on this)."""
+    torch.manual_seed(0)
+    kw = {"n_resgroups": 2, "n_resblocks": 3} if name == "rcan" else {"n_resblocks": 4}
+    model = create_model(name, 2, **kw).eval()
+    x = torch.rand(1, 3, 24, 24)
+    with torch.inference_mode():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = model(x)
+    assert fast.dtype == torch.float32
+    assert (fast.clamp(0, 1) - ref.clamp(0, 1)).abs().max() * 255 < 2
