@@ -12,10 +12,18 @@ shifts PSNR by 0.1-1.5 dB. This port follows MATLAB step by step:
 
 Speed: for the scale factors SR uses (x2, x3, x4, 1/2, 1/3, 1/4, and any rational
 scale with a small period), the per-output weights repeat with a short period, so a
-pass is a strided polyphase convolution over a mirror-padded input, which runs on the
-fast conv kernels in float32. For uint8 input the float32 result is exact except
-within float32 error of a rounding tie; those few values are recomputed in float64 in
-MATLAB's summation order, so the rounding matches MATLAB bit for bit.
+pass is a batch of small matmuls of one block matrix over overlapping windows of the
+input (BLAS, float32). Large images go plane by plane, the column pass in strips of
+rows that stay in the cache, with buffers reused across planes and strips (page-faulting
+fresh buffers in cost more than the arithmetic); small planes (training crops, tiles)
+take one dense matmul per pass for the whole batch. Other scales fall back to a gather
+per tap.
+
+uint8 exactness: with weights that are multiples of 2**-14 (x2, x4, 1/2, 1/4) every
+float32 partial sum is exact; with weights that are multiples of 1/D for a small odd D
+(x3, 1/3) no sum can come near a rounding tie. Otherwise values within float32 error of
+a tie are recomputed in float64 in MATLAB's summation order. Either way the rounding
+matches MATLAB bit for bit (tested against every Set5/Set14 LR image).
 """
 from __future__ import annotations
 
