@@ -51,6 +51,8 @@ class RCAN(GlobalResidualSR):
     """RCAN: n_resgroups groups of n_resblocks RCABs. See :class:`GlobalResidualSR`
     for ``rgb_range`` (255 is also what spandrel assumes for an RCAN state dict)."""
 
+    float32_stream = True  # 200 residual blocks: keep their sum in float32 under autocast
+
     def __init__(self, scale: int, n_resgroups: int = 10, n_resblocks: int = 20,
                  n_feats: int = 64, reduction: int = 16, rgb_range: float = 255):
         super().__init__(scale, n_feats, rgb_range,
