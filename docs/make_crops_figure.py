@@ -39,8 +39,8 @@ def _to_pil(x: torch.Tensor) -> Image.Image:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image", default="Set14/baboon", help="<Set>/<image name> (default Set14/baboon)")
-    ap.add_argument("--box", type=int, nargs=3, metavar=("X", "Y", "SIZE"), default=(300, 120, 96),
-                    help="HR crop: left, top, size in pixels (default 300 120 96)")
+    ap.add_argument("--box", type=int, nargs=3, metavar=("X", "Y", "SIZE"), default=(150, 6, 100),
+                    help="HR crop: left, top, size in pixels (default 150 6 100: eye and fur)")
     ap.add_argument("--zoom", type=int, default=3, help="nearest-neighbour zoom of each crop (default 3)")
     ap.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated (default {DEFAULT_MODELS})")
     ap.add_argument("--data-root", help="benchmark root (default: $SR_DATA_ROOT, then the shared data)")
