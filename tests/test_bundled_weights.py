@@ -40,3 +40,19 @@ def test_readme_shows_the_committed_tables(folder):
     summary = pd.read_csv(ROOT / "results" / folder / "summary.csv")
     for r in summary.itertuples():
         assert f"{r.psnr_y:.2f} / {r.ssim_y:.4f}" in readme, (r.model, r.scale, r.dataset)
+
+
+def test_demo_offers_and_runs_every_shipped_file():
+    """`python app.py` serves all shipped weights from the repository, no download."""
+    import torch
+
+    from demo.model_cache import ModelCache, catalogue
+
+    offered = catalogue()
+    cache = ModelCache(maxsize=1, device="cpu")
+    for arch, scale, path in bundled_weights():
+        assert offered[arch][scale] == path
+        model = cache.get(arch, scale)
+        with torch.inference_mode():
+            out = model(torch.rand(1, 3, 12, 10))
+        assert out.shape == (1, 3, 12 * scale, 10 * scale), (arch, scale)
