@@ -24,6 +24,7 @@ from eval.metrics import evaluate_pair  # noqa: E402
 from sr.checkpoints import load_model  # noqa: E402
 from sr.errors import SRError  # noqa: E402
 from sr.inference import upscale  # noqa: E402
+from sr.io import tensor_to_pil  # noqa: E402
 from sr.resize import imresize  # noqa: E402
 
 DEFAULT_MODELS = "edsr_baseline,rcan,srresnet,srgan"
@@ -31,9 +32,7 @@ LABEL_HEIGHT = 34
 
 
 def _to_pil(x: torch.Tensor) -> Image.Image:
-    if x.is_floating_point():
-        x = torch.floor(x.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
-    return Image.fromarray(x.squeeze(0).permute(1, 2, 0).contiguous().numpy())
+    return tensor_to_pil(x.float() / 255 if x.dtype == torch.uint8 else x)
 
 
 def main(argv=None) -> int:

@@ -90,20 +90,19 @@ def _contributions(in_len: int, out_len: int, scale: float, antialias: bool = Tr
 
 
 @lru_cache(maxsize=256)
-def _exact_in_float32(in_len: int, out_len: int, scale: float, antialias: bool) -> bool:
-    """True when every weight is a multiple of 2**-14: then each product with a uint8
-    sample and every partial sum is exactly representable in float32, so the float32
-    pass equals MATLAB's float64 pass bit for bit (x2, x4, 1/2, 1/4 are such scales)."""
-    weights = _contributions(in_len, out_len, scale, antialias)[0] * 2.0 ** 14
-    return bool(torch.equal(weights, weights.round()))
+def _float32_rounds_exactly(in_len: int, out_len: int, scale: float, antialias: bool) -> bool:
+    """True when rounding the float32 pass of a uint8 plane always gives MATLAB's value,
+    so no tie check is needed. Two cases:
 
-
-@lru_cache(maxsize=256)
-def _tie_free(in_len: int, out_len: int, scale: float, antialias: bool) -> bool:
-    """True when every weight is a multiple of 1/D for an odd D < 500 (x3 upscaling:
-    D = 27). A uint8 sum of such weights is m/D, at least 1/(2D) > _TIE_TOLERANCE from
-    any rounding tie, so rounding the float32 result gives MATLAB's value."""
+    * every weight is a multiple of 2**-14 (x2, x4, 1/2, 1/4): each product with a uint8
+      sample and every partial sum is exact in float32, equal to MATLAB's float64 sum;
+    * every weight is a multiple of 1/D for an odd D < 500 (x3 upscaling: D = 27): a
+      uint8 sum is m/D, at least 1/(2D) > _TIE_TOLERANCE from any rounding tie.
+    """
     weights = _contributions(in_len, out_len, scale, antialias)[0]
+    dyadic = weights * 2.0 ** 14
+    if torch.equal(dyadic, dyadic.round()):
+        return True
     for d in range(3, 500, 2):
         scaled = weights * d
         if bool(((scaled - scaled.round()).abs() < 1e-9).all()):
@@ -165,9 +164,8 @@ def _pass(x: torch.Tensor, dim: int, in_len: int, out_len: int, scale: float,
     dim 1, with possibly a few extra outputs past ``out_len`` (see ``_store``). The
     result lives in ``buffers`` (keyed by shape) when given, so that later planes and
     strips reuse it."""
-    weights, raw_first, mirrored = _contributions(in_len, out_len, scale, antialias)
-    poly = _polyphase(in_len, out_len, scale, antialias)
-    if poly is None:
+    if _polyphase(in_len, out_len, scale, antialias) is None:
+        weights, _, mirrored = _contributions(in_len, out_len, scale, antialias)
         out = _pass_taps(x, dim, weights.to(x.dtype), mirrored)
         return out if dim == 0 else out[None]
     block, step, rows_in, blocks, first = _block_matrix(in_len, out_len, scale, antialias,
@@ -277,8 +275,7 @@ def _round(y: torch.Tensor, plane: torch.Tensor, dim: int, in_len: int, out_len:
     """
     # Half away from zero: floor(y + 0.5) for y >= 0 (anything below clamps to 0).
     y.add_(0.5)
-    if (_exact_in_float32(in_len, out_len, scale, antialias)
-            or _tie_free(in_len, out_len, scale, antialias)):
+    if _float32_rounds_exactly(in_len, out_len, scale, antialias):
         return y.floor_().clamp_(0, 255) if keep_float else y.clamp_(0, 255)
     rounded = torch.floor(y)
     near = y.sub_(rounded).sub_(0.5).abs_() > 0.5 - _TIE_TOLERANCE
