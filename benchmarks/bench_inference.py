@@ -6,9 +6,12 @@ Prints markdown tables:
    the whole image, as spandrel / BasicSR / Real-ESRGAN run it) and of `sr.inference.upscale`
    with precision="auto", the speed-up, the max |fast - fp32| of the clamped outputs in
    1/255 units, peak RSS and CUDA max allocated;
-2. tiled inference of a large input with RCAN: peak resident memory (target < 2 GB at
+2. the ceiling: a chain of 64->64 3x3 convolutions alone, fp32 NCHW against the fast layout and
+   precision (on a CPU with AVX512-BF16 but no AMX, bf16 has twice fp32's peak FLOPs, so
+   a model made mostly of such convolutions cannot gain much more than this ratio);
+3. tiled inference of a large input with RCAN: peak resident memory (target < 2 GB at
    1024x1024 x4);
-3. tiling overhead against one whole-image pass (target <= 20% at 1 MP output).
+4. tiling overhead against one whole-image pass (target <= 20% at 1 MP output).
 
 Every measurement runs in its own subprocess so its peak RSS is clean. Random weights.
 Targets: fast >= 2.5x plain for edsr_baseline and rcan on a bf16-capable CPU, output
@@ -142,7 +145,38 @@ def _worker_overhead(job: dict) -> dict:
     return {"seconds": best, "tiles": tiles}
 
 
-WORKERS = {"speed": _worker_speed, "memory": _worker_memory, "overhead": _worker_overhead}
+def _worker_ceiling(job: dict) -> dict:
+    """Eight 64 -> 64 3x3 conv + ReLU layers (what EDSR and RCAN are made of), alone."""
+    device, _, _ = _setup(job)
+    torch.manual_seed(0)
+    size = job["size"]
+    net = torch.nn.Sequential(*[layer for _ in range(8) for layer in
+                                (torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU(inplace=True))])
+    net = net.to(device).eval()
+    x = torch.randn(1, 64, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    fast_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+    variants = {"fp32 NCHW (plain)": (x, None), "fp32 channels_last": (x_cl, None),
+                f"{str(fast_dtype)[6:]} channels_last (fast)": (x_cl, fast_dtype)}
+
+    def run(inp, dtype):
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
+                                                    enabled=dtype is not None):
+            return net(inp)
+    # A model keeps many large tensors alive, so glibc serves its buffers from a grown
+    # heap; a short chain on a fresh heap would instead pay mmap and page faults for
+    # every buffer (fp32 NCHW measured 1.7x slower that way). One larger pass first
+    # puts the chain in the same state as a model.
+    run(torch.randn(1, 64, 2 * size, 2 * size).to(device), None)
+    out = {}
+    for name, (inp, dtype) in variants.items():
+        run(inp, dtype)
+        out[name] = _timed(lambda: run(inp, dtype), device, job | {"repeat": max(job["repeat"], 3)})[0]
+    return {"seconds": out, "gflop": 8 * 2 * 64 * 64 * 9 * size * size / 1e9}
+
+
+WORKERS = {"speed": _worker_speed, "memory": _worker_memory, "overhead": _worker_overhead,
+           "ceiling": _worker_ceiling}
 
 
 # ------------------------------------------------------------------- parent side
@@ -235,6 +269,24 @@ def bench_overhead(args) -> None:
               f"{(sec / base - 1) * 100:+.0f}% |", flush=True)
 
 
+def bench_ceiling(args) -> None:
+    """What the hardware allows: the fast/plain ratio of the convolution alone bounds the
+    speed-up of any model whose time is mostly such convolutions."""
+    job = {"kind": "ceiling", "model": "bicubic", "scale": args.scale, "size": args.size,
+           "repeat": args.repeat, "device": args.device, "threads": args.threads,
+           "clock": args.clock}
+    res = _spawn(job, args.timeout)
+    print(f"\n## Ceiling: 8 x (64->64 3x3 conv + ReLU) on {args.size}x{args.size}, alone\n")
+    if "error" in res:
+        print(f"failed: {res['error']}")
+        return
+    print("| layout / precision | ms | GFLOP/s | speed-up over fp32 NCHW |")
+    print("|---|---:|---:|---:|")
+    base = res["seconds"]["fp32 NCHW (plain)"]
+    for name, sec in res["seconds"].items():
+        print(f"| {name} | {sec * 1e3:.2f} | {res['gflop'] / sec:.0f} | {base / sec:.2f}x |")
+
+
 def _cpu_flags() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -264,7 +316,7 @@ def main(argv=None) -> None:
     parser.add_argument("--memory-size", type=int, default=1024)
     parser.add_argument("--overhead-model", default="edsr_baseline")
     parser.add_argument("--overhead-size", type=int, default=256)
-    parser.add_argument("--skip", default="", help="comma-separated: speed, memory, overhead")
+    parser.add_argument("--skip", default="", help="comma-separated: speed, ceiling, memory, overhead")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds allowed per measurement subprocess")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -291,6 +343,8 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if "speed" not in skip:
             bench_speed(models, args, Path(tmp))
+    if "ceiling" not in skip:
+        bench_ceiling(args)
     if "memory" not in skip:
         bench_memory(args)
     if "overhead" not in skip:

@@ -16,7 +16,8 @@ class ResBlock(nn.Module):
         self.res_scale = res_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x) * self.res_scale
+        res = self.body(x)
+        return x + (res if self.res_scale == 1 else res * self.res_scale)
 
 
 class EDSR(GlobalResidualSR):
