@@ -13,7 +13,8 @@ Prints markdown tables:
    1024x1024 x4);
 4. tiling overhead against one whole-image pass (target <= 20% at 1 MP output).
 
-Every measurement runs in its own subprocess so its peak RSS is clean. Random weights.
+Every measurement runs in its own subprocess so its peak RSS is clean. Random weights
+and a noise input unless --bundled (trained weights) and --image (a real picture) are given.
 Targets: fast >= 2.5x plain for edsr_baseline and rcan on a bf16-capable CPU, output
 within 2/255 of fp32.
 
@@ -38,7 +39,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from sr.checkpoints import load_model  # noqa: E402
 from sr.inference import cpu_supports_bf16, pick_device, upscale_with_info  # noqa: E402
+from sr.io import pil_to_tensor, read_image  # noqa: E402
 from sr.models import MODELS, count_parameters, create_model  # noqa: E402
 
 
@@ -61,8 +64,20 @@ def _setup(job: dict):
         torch.set_num_threads(job["threads"])
     device = pick_device(job.get("device"))
     torch.manual_seed(0)
-    model = create_model(job["model"], job["scale"]).eval()
-    x = torch.rand(1, 3, job["size"], job["size"], generator=torch.Generator().manual_seed(1))
+    if job.get("bundled"):
+        model = load_model(job["model"], job["scale"]).eval()
+    else:
+        model = create_model(job["model"], job["scale"]).eval()
+    size = job["size"]
+    if job.get("image"):
+        img = pil_to_tensor(read_image(job["image"]).convert("RGB"))
+        h, w = img.shape[-2:]
+        if min(h, w) < size:
+            raise SystemExit(f"--image is {w}x{h}, smaller than --size {size}")
+        top, left = (h - size) // 2, (w - size) // 2
+        x = img[:, :, top:top + size, left:left + size].float().contiguous()
+    else:
+        x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
     return device, model, x
 
 
@@ -210,6 +225,7 @@ def bench_speed(models, args, tmp: Path) -> None:
             job = {"kind": "speed", "model": name, "scale": args.scale, "size": args.size,
                    "device": args.device, "path": path, "repeat": args.repeat,
                    "threads": args.threads, "clock": args.clock,
+                   "bundled": args.bundled, "image": args.image,
                    "out": str(tmp / f"{name}_{path}.npy")}
             res[path] = _spawn(job, args.timeout)
         errors = [f"{p}: {r['error']}" for p, r in res.items() if "error" in r]
@@ -312,6 +328,10 @@ def main(argv=None) -> None:
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall time, or CPU time of the measuring process (steadier "
                              "on a loaded machine; use with --threads 1)")
+    parser.add_argument("--bundled", action="store_true",
+                        help="speed table: the bundled trained weights instead of random ones")
+    parser.add_argument("--image", default=None,
+                        help="speed table: a centre crop of this image instead of noise")
     parser.add_argument("--memory-model", default="rcan")
     parser.add_argument("--memory-size", type=int, default=1024)
     parser.add_argument("--overhead-model", default="edsr_baseline")
@@ -339,6 +359,8 @@ def main(argv=None) -> None:
     if device.type == "cuda":
         print(f"- GPU: {torch.cuda.get_device_name(device)}")
     print(f"- CPU flags: {_cpu_flags()}; native bf16 detected: {cpu_supports_bf16()}")
+    print(f"- speed table: {'bundled' if args.bundled else 'random'} weights, input "
+          f"{args.image or 'uniform noise'}")
     print(f"- load average at start: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     with tempfile.TemporaryDirectory() as tmp:
         if "speed" not in skip:
