@@ -235,16 +235,29 @@ def test_discriminator_layout():
 
 
 @pytest.mark.parametrize("name", ["edsr_baseline", "rcan"])
-def test_mixed_precision_keeps_residual_stream_and_last_conv_in_float32(name):
-    """Under bf16 autocast only the inner convolutions are bf16; the output is float32
-    and close to the fp32 result (the fast inference path relies on this)."""
+def test_mixed_precision_keeps_head_and_output_in_float32(name):
+    """Under bf16 autocast the body runs in bf16, but the head (whose input would lose
+    half a grey level in bf16) and the output are float32; RCAN also keeps its last conv
+    in float32. The result is close to fp32 (the fast inference path relies on this)."""
     torch.manual_seed(0)
     kw = {"n_resgroups": 2, "n_resblocks": 3} if name == "rcan" else {"n_resblocks": 4}
     model = create_model(name, 2, **kw).eval()
     x = torch.rand(1, 3, 24, 24)
+    dtypes = {}
+
+    def record(key):
+        def hook(module, inputs, output):
+            dtypes[key] = output.dtype
+        return hook
+    for key, module in (("head", model.head[0]), ("body", model.body[0]), ("last", model.tail[1])):
+        module.register_forward_hook(record(key))
     with torch.inference_mode():
         ref = model(x)
+        dtypes.clear()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             fast = model(x)
     assert fast.dtype == torch.float32
+    assert dtypes["head"] == torch.float32 and dtypes["body"] == (
+        torch.float32 if name == "rcan" else torch.bfloat16)
+    assert dtypes["last"] == (torch.float32 if name == "rcan" else torch.bfloat16)
     assert (fast.clamp(0, 1) - ref.clamp(0, 1)).abs().max() * 255 < 2
