@@ -59,10 +59,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _setup(job: dict):
+def _device(job: dict) -> torch.device:
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
-    device = pick_device(job.get("device"))
+    return pick_device(job.get("device"))
+
+
+def _setup(job: dict):
+    device = _device(job)
     torch.manual_seed(0)
     if job.get("bundled"):
         model = load_model(job["model"], job["scale"]).eval()
@@ -162,7 +166,7 @@ def _worker_overhead(job: dict) -> dict:
 
 def _worker_ceiling(job: dict) -> dict:
     """Eight 64 -> 64 3x3 conv + ReLU layers (what EDSR and RCAN are made of), alone."""
-    device, _, _ = _setup(job)
+    device = _device(job)
     torch.manual_seed(0)
     size = job["size"]
     net = torch.nn.Sequential(*[layer for _ in range(8) for layer in
@@ -296,9 +300,8 @@ def bench_overhead(args) -> None:
 def bench_ceiling(args) -> None:
     """What the hardware allows: the fast/plain ratio of the convolution alone bounds the
     speed-up of any model whose time is mostly such convolutions."""
-    job = {"kind": "ceiling", "model": "bicubic", "scale": args.scale, "size": args.size,
-           "repeat": args.repeat, "device": args.device, "threads": args.threads,
-           "clock": args.clock}
+    job = {"kind": "ceiling", "size": args.size, "repeat": args.repeat, "device": args.device,
+           "threads": args.threads, "clock": args.clock}
     res = _spawn(job, args.timeout)
     print(f"\n## Ceiling: 8 x (64->64 3x3 conv + ReLU) on {args.size}x{args.size}, alone\n")
     if "error" in res:

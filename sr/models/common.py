@@ -127,30 +127,28 @@ class GlobalResidualSR(nn.Module):
         self.add_mean = MeanShift(rgb_range, sign=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Mixed precision: the body and the upsampler run in bf16/fp16, the mean shifts
-        # and the head in float32: a bf16 input in [0, 255] is already off by up to half
-        # a grey level, and the global skip carries that to the output (trained
-        # EDSR-baseline x4 on a Set14 crop: max error 1.7 -> 0.9 /255). EDSR's last conv
-        # runs in bf16 (EDSR-baseline x4 fast path here: 0.87 -> 0.73 s/MP). Deep stacks (float32_stream)
-        # keep the residual stream in float32 (each block's bf16 output is added to a
-        # float32 sum), so rounding does not pile up over RCAN's 200 blocks, and their
-        # last conv, whose output is in [0, 255] where bf16 steps are 0.5-1 grey levels.
-        mixed = torch.is_autocast_enabled(x.device.type)
-        precise = mixed and self.float32_stream
-        if mixed:
-            with torch.autocast(x.device.type, enabled=False):
-                x = self.head(self.sub_mean(x.float() * self.rgb_range))
-            if not precise:
-                x = x.to(torch.get_autocast_dtype(x.device.type))
-        else:
+        device = x.device.type
+        if not torch.is_autocast_enabled(device):
             x = self.head(self.sub_mean(x * self.rgb_range))
+            return self.add_mean(self.tail(self.body(x) + x)) / self.rgb_range
+        # Mixed precision: the body and the upsampler run in bf16/fp16; the mean shifts
+        # and the head run in float32, since a bf16 input in [0, 255] is already off by up
+        # to half a grey level and the global skip carries that to the output (the EDSR-
+        # baseline x4 shipped at the time, on a Set14 crop: max error 1.7 -> 0.9 /255). EDSR's last conv
+        # runs in bf16 too (EDSR-baseline x4 fast path here: 0.87 -> 0.73 s/MP). Deep
+        # stacks (float32_stream) keep the residual stream in float32 (each block's bf16
+        # output is added to a float32 sum), so rounding does not pile up over RCAN's 200
+        # blocks, and their last conv, whose output is in [0, 255] where bf16 steps are
+        # 0.5-1 grey levels.
+        with torch.autocast(device, enabled=False):
+            x = self.head(self.sub_mean(x.float() * self.rgb_range))
+        if not self.float32_stream:
+            x = x.to(torch.get_autocast_dtype(device))
         x = self.tail[0](self.body(x) + x)
-        if not precise:
+        if not self.float32_stream:
             x = self.tail[1](x)
-        if not mixed:
-            return self.add_mean(x) / self.rgb_range
-        with torch.autocast(x.device.type, enabled=False):
+        with torch.autocast(device, enabled=False):
             x = x.float()
-            if precise:
+            if self.float32_stream:
                 x = self.tail[1](x)
             return self.add_mean(x) / self.rgb_range
