@@ -10,6 +10,7 @@ per step over the GPU's dense bf16 peak).
 
     python benchmarks/bench_train.py                      # GPU: batch 16, LR patch 48
     python benchmarks/bench_train.py --steps 6 --warmup 2 --batch 4 --patch 24   # quick CPU run
+    python benchmarks/bench_train.py --amp bf16 --channels-last true ...          # CPU bf16 step
 
 Training images: --data-root/--hr-dirs, else the shared T91+BSD200, else synthetic images
 written to a temporary folder.
@@ -115,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", help="folder holding --hr-dirs")
     p.add_argument("--hr-dirs", default="T91,BSD200", help="comma-separated HR folders under --data-root")
     p.add_argument("--compile", action="store_true", help="torch.compile the optimised configuration")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
+                   help="AMP of the optimised configuration (auto: the trainer's default; "
+                        "bf16 measures the CPU's bf16 path)")
+    p.add_argument("--channels-last", default="auto", choices=["auto", "true", "false"],
+                   help="memory format of the optimised configuration")
     p.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s for MFU (default: known GPUs)")
     args = p.parse_args(argv)
 
@@ -129,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"data.root={root}", f"data.hr_dirs=[{','.join(dirs)}]", f"data.workers={args.workers}",
                   "init.from=null", "val.dataset=null", "train.ckpt_every=0", "train.ema=0",
                   f"train.threads={args.threads or 'null'}"]
-        modes = {"default": ["train.amp=auto", "train.channels_last=auto", f"train.compile={str(args.compile).lower()}"],
+        modes = {"default": [f"train.amp={args.amp}", f"train.channels_last={args.channels_last}",
+                             f"train.compile={str(args.compile).lower()}"],
                  "plain fp32": ["train.amp=off", "train.channels_last=false", "train.compile=false"]}
         print(f"{'model':<18} {'mode':<11} {'amp':<9} {'NHWC':<5} {'it/s':>8} {'img/s':>9} "
               f"{'data wait':>9} {'TFLOP/s':>8} {'MFU':>6}")
@@ -146,9 +153,11 @@ def main(argv: list[str] | None = None) -> int:
             speedup = results["default"]["it_s"] / results["plain fp32"]["it_s"]
             print(f"{'':<18} speed-up of the default step over plain fp32 NCHW: {speedup:.2f}x")
         dev = results["default"]["device"]
+        same = dev.type != "cuda" and args.amp in ("auto", "off") and args.channels_last in ("auto", "false")
         where = (torch.cuda.get_device_name(dev) if dev.type == "cuda" else
-                 f"CPU, {args.threads or torch.get_num_threads()} threads (AMP and channels_last are off "
-                 "on the CPU by default, so both rows run the same step)")
+                 f"CPU, {args.threads or torch.get_num_threads()} threads" +
+                 (" (AMP and channels_last are off on the CPU by default, so both rows run the same step; "
+                  "--amp bf16 --channels-last true measures the bf16 path)" if same else ""))
         print(f"device: {where}; batch {args.batch}, LR patch {args.patch}, {args.steps} timed steps "
               f"after {args.warmup} warm-up steps, {args.workers} loader workers")
     return 0
