@@ -1,0 +1,48 @@
+"""benchmarks/gpu_session.sh: the packing half runs here; the run half needs a GPU machine
+(its dry run with tiny settings is in the script's header)."""
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from sr.paths import PROJECT_ROOT
+
+SCRIPT = PROJECT_ROOT / "benchmarks" / "gpu_session.sh"
+
+
+def _bash(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, **(env or {})), timeout=120)
+
+
+def test_prepare_packs_training_images_losslessly_and_the_validation_sets(tmp_path):
+    shared = tmp_path / "shared"
+    rng = np.random.default_rng(0)
+    originals = {}
+    for folder, n in (("T91", 2), ("BSD200", 1)):
+        (shared / "datasets" / "train" / folder).mkdir(parents=True)
+        for i in range(n):
+            pixels = rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(shared / "datasets" / "train" / folder / f"im{i}.png")
+            originals[f"{folder}/im{i}"] = pixels
+    for name in ("Set5", "Set14"):
+        (shared / "datasets" / "benchmarks" / name / "HR").mkdir(parents=True)
+        (shared / "datasets" / "benchmarks" / name / "HR" / "a.png").write_bytes(b"x")
+    pack = tmp_path / "pack"
+    done = _bash("prepare", env={"SR_SHARED_DIR": str(shared), "GPU_PACK_DIR": str(pack)})
+    assert done.returncode == 0, done.stderr
+    assert "MiB of the 64 MiB that travel" in done.stdout
+    for key, pixels in originals.items():
+        with Image.open(pack / "datasets" / "train" / f"{key}.webp") as im:
+            assert np.array_equal(np.asarray(im.convert("RGB")), pixels)
+    assert (pack / "datasets" / "benchmarks" / "Set14" / "HR" / "a.png").is_file()
+    assert not Path(f"{pack}.tmp").exists()
+
+
+def test_run_without_a_pack_and_unknown_verbs_say_what_to_do(tmp_path):
+    done = _bash("run", env={"GPU_PACK_DIR": str(tmp_path / "missing")})
+    assert done.returncode == 2 and "prepare" in done.stderr
+    done = _bash("train")
+    assert done.returncode == 2 and "usage" in done.stderr
