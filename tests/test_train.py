@@ -230,3 +230,28 @@ def test_cli_overrides_and_errors(tmp_path, data_dir, capsys):
     assert torch.load(run / "last.pt", weights_only=True)["step"] == 3
     assert cli_main(["--config", str(path), "--run-dir", str(tmp_path / "empty"), "--resume"]) == 1
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_provenance_keeps_every_command_of_a_chain_of_continuations(tmp_path, data_dir):
+    path = recipe(tmp_path, data_dir, train={"steps": 3, "ckpt_every": 0, "export": "last"})
+    a, b, c = (tmp_path / n for n in "abc")
+    base = ["--config", str(path), "--no-progress"]
+    assert cli_main([*base, "--run-dir", str(a)]) == 0
+    first = read_metadata(a / "final.safetensors")["provenance"]
+    assert first["command"] == f"python -m sr.train --config {path} --no-progress --run-dir {a}"
+    assert "history" not in first and "resumed_with" not in first
+    # b continues a's weights, stops at step 2, then is resumed to step 4
+    init = f"init.from={a / 'final.safetensors'}"
+    assert cli_main([*base, "--run-dir", str(b), init, "train.steps=2"]) == 0
+    assert cli_main([*base, "--run-dir", str(b), init, "train.steps=4", "--resume"]) == 0
+    second = read_metadata(b / "final.safetensors")["provenance"]
+    assert second["steps"] == 4 and second["command"].endswith("train.steps=2")
+    assert second["resumed_with"] == [second["command"].replace("steps=2", "steps=4") + " --resume"]
+    assert second["history"] == [{"file": str(a / "final.safetensors"), "command": first["command"],
+                                  "steps": 3, "wall_time_s": first["wall_time_s"],
+                                  "device": first["device"], "weights": "last"}]
+    # c continues b: both earlier runs, oldest first
+    assert cli_main([*base, "--run-dir", str(c), f"init.from={b / 'final.safetensors'}"]) == 0
+    third = read_metadata(c / "final.safetensors")["provenance"]
+    assert [h["command"] for h in third["history"]] == [first["command"], second["command"]]
+    assert third["history"][1]["resumed_with"] == second["resumed_with"]

@@ -6,6 +6,7 @@ global batch, split over the processes).
 from __future__ import annotations
 
 import argparse
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -35,8 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / recipe
     try:
         cfg = load_config(args.config, args.overrides)
+        command = shlex.join(["python", "-m", "sr.train", *(sys.argv[1:] if argv is None else argv)])
         summary = train(cfg, run_dir, resume=True if args.resume else None,
-                        progress=not args.no_progress, recipe=recipe)
+                        progress=not args.no_progress, recipe=recipe, command=command)
     except SRError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from eval.datasets import load_benchmark
 from eval.metrics import evaluate_pair
-from sr.checkpoints import load_model, load_state_dict_file, load_weights, save_checkpoint
+from sr.checkpoints import load_model, load_state_dict_file, load_weights, read_metadata, save_checkpoint
 from sr.color import rgb_to_y
 from sr.errors import SRError
 from sr.inference import upscale
@@ -111,11 +111,12 @@ def _device_name(device: torch.device) -> str:
 class Trainer:
     """Builds everything a recipe describes; ``fit()`` trains, validates, checkpoints
     and exports. ``resume``: True (a checkpoint must exist), False (start fresh; an
-    existing checkpoint is an error), None (resume when ``run_dir`` has one)."""
+    existing checkpoint is an error), None (resume when ``run_dir`` has one).
+    ``command``: the command line that started (or resumed) the run, for the provenance."""
 
     def __init__(self, cfg: dict, run_dir: str | os.PathLike, resume: bool | None = None,
-                 progress: bool = True, recipe: str | None = None):
-        self.cfg, self.recipe = cfg, recipe
+                 progress: bool = True, recipe: str | None = None, command: str | None = None):
+        self.cfg, self.recipe, self.command = cfg, recipe, command
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.clock = time.monotonic()
@@ -154,10 +155,15 @@ class Trainer:
         self.step = 0
         self.best = {"psnr_y": -math.inf, "step": 0}
         self.wall_before = 0.0
+        self.commands: list[str] = []  # this run's start command, then each resume's
+        self.history: list[dict] = []  # the earlier runs these weights continue (init.from)
         if state is not None:
             self._load(state)
         elif cfg["init"]["from"]:
             self._init_from(cfg["init"]["from"], bool(cfg["init"]["strict"]))
+            self.history = _history_of(cfg["init"]["from"])
+        if self.command:
+            self.commands.append(self.command)
         if self.ema is not None and state is None:
             self.ema.module.load_state_dict(self.model.state_dict())
 
@@ -307,6 +313,8 @@ class Trainer:
             "data": {"next_sample": self.step * int(self.cfg["data"]["batch"]),
                      "seed": int(self.cfg["train"]["seed"])},
             "wall_time_s": self.wall_time(),
+            "commands": self.commands,
+            "history": self.history,
         }
         if self.disc is not None:
             state.update(disc=self.disc.state_dict(), disc_optimizer=self.opt_d.state_dict(),
@@ -333,6 +341,8 @@ class Trainer:
         self.step = int(state["step"])
         self.best = dict(state["best"])
         self.wall_before = float(state["wall_time_s"])
+        self.commands = list(state.get("commands", []))
+        self.history = list(state.get("history", []))
         set_rng_state(state["rng"])
         changed = _diff(state["config"], self.cfg)
         if self.main:
@@ -600,6 +610,12 @@ class Trainer:
             "wall_time_s": round(self.wall_time(), 1),
             "torch": torch.__version__,
         }
+        if self.commands:
+            provenance["command"] = self.commands[0]
+            if len(self.commands) > 1:
+                provenance["resumed_with"] = self.commands[1:]
+        if self.history:
+            provenance["history"] = self.history
         meta = {"provenance": provenance}
         if scores is not None:
             meta["eval"] = {str(self.cfg["val"]["dataset"]): {
@@ -625,10 +641,26 @@ def _diff(old, new, path: str = "") -> list[str]:
     return [path.rstrip(".")] if old != new else []
 
 
+def _history_of(init_from: str) -> list[dict]:
+    """The runs behind an ``init.from`` checkpoint, oldest first, so that a chain of
+    continuations keeps every command that made its weights (the checkpoint's own
+    history, then the checkpoint's run). Empty for files without our provenance."""
+    try:
+        prov = read_metadata(Path(init_from).expanduser()).get("provenance")
+    except (SRError, OSError):
+        return []
+    if not isinstance(prov, dict):
+        return []
+    earlier = prov.get("history") if isinstance(prov.get("history"), list) else []
+    stage = {k: prov[k] for k in ("command", "resumed_with", "steps", "wall_time_s", "device", "weights")
+             if k in prov}
+    return earlier + [{"file": str(init_from), **stage}]
+
+
 def train(cfg: dict, run_dir: str | os.PathLike, resume: bool | None = None, progress: bool = True,
-          recipe: str | None = None) -> dict:
+          recipe: str | None = None, command: str | None = None) -> dict:
     """Build a Trainer, run it, tear the process group down. Returns ``fit()``'s summary."""
-    trainer = Trainer(cfg, run_dir, resume, progress, recipe)
+    trainer = Trainer(cfg, run_dir, resume, progress, recipe, command)
     try:
         return trainer.fit()
     finally:
