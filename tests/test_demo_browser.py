@@ -116,9 +116,10 @@ def test_upload_run_and_inspect_crops(browser, url, photo):
         centred = page.inner_text("#crops")  # after a run: the middle of the image
         assert "LR input (89, 51)" in centred and "bicubic x4" in centred
         image = page.locator("#input-image img").first
-        box = image.bounding_box()
         origins, previous = [], "(89, 51)"
         for fraction in (0.25, 0.75):  # top-left, then bottom-right quarter
+            _settled(page, "#input-image")
+            box = image.bounding_box()  # measured now: the layout may have moved since
             image.click(position={"x": box["width"] * fraction, "y": box["height"] * fraction})
             previous = page.wait_for_function(
                 "(p) => { const m = document.querySelector('#crops').innerText"
