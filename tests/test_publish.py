@@ -7,9 +7,15 @@ from sr.train.publish import main
 
 
 def test_publish_writes_scores_and_keeps_provenance(tmp_path, benchmarks_dir):
+    """The trainer's record is kept as is; --command replaces all of it with one text."""
     torch.manual_seed(0)
     src = tmp_path / "final.safetensors"
-    save_checkpoint(create_model("bicubic", 4), src, {"provenance": {"steps": 7}})
+    recorded = {"steps": 7, "command": "python -m sr.train --run-dir b", "resumed_with": ["... --resume"],
+                "history": [{"file": "a/final.safetensors", "command": "python -m sr.train --run-dir a"}]}
+    save_checkpoint(create_model("bicubic", 4), src, {"provenance": recorded})
+    kept = tmp_path / "kept"
+    assert main([str(src), "--datasets", "Set5", "--weights-dir", str(kept), "--data-root", str(benchmarks_dir)]) == 0
+    assert read_metadata(kept / "bicubic_x4.safetensors")["provenance"] == recorded
     out = tmp_path / "weights"
     rc = main([str(src), "--datasets", "Set5", "--weights-dir", str(out),
                "--data-root", str(benchmarks_dir), "--command", "python -m sr.train ..."])

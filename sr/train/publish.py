@@ -37,8 +37,10 @@ def publish(checkpoint: str, datasets: list[str], out_dir=None, half: bool = Fal
     model = load_model(checkpoint)
     meta = read_metadata(checkpoint)
     provenance = dict(meta.get("provenance") or {})
-    if command:
+    if command:  # a hand-written record of the whole training replaces the recorded one
         provenance["command"] = command
+        provenance.pop("resumed_with", None)
+        provenance.pop("history", None)
     scores = _scores(model, datasets, data_root)
     target = (out_dir or weights_dir()) / f"{model.arch}_x{model.scale}.safetensors"
     save_checkpoint(model, target, {"provenance": provenance, "eval": scores}, half=half)
@@ -58,7 +60,9 @@ def main(argv=None) -> int:
     ap.add_argument("--weights-dir", default=None)
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--half", action="store_true", help="store fp16 (checked on Set5)")
-    ap.add_argument("--command", default=None, help="the training command, for the model card")
+    ap.add_argument("--command", default=None,
+                    help="the whole training record as text, replacing the command, resumes and history "
+                         "the trainer recorded (for weights made before the trainer recorded them)")
     args = ap.parse_args(argv)
     try:
         target, scores = publish(args.checkpoint, args.datasets.split(","),
