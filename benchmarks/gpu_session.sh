@@ -51,10 +51,11 @@ for folder in ("T91", "BSD200"):
 EOF
     cp -r "$shared/datasets/benchmarks/Set5" "$shared/datasets/benchmarks/Set14" "$PACK.tmp/datasets/benchmarks/"
     rm -rf "$PACK" && mv "$PACK.tmp" "$PACK"
-    local tree
+    local tree packed
     tree=$(git ls-files -co --exclude-standard -z | du -cb --files0-from=- | tail -n 1 | cut -f1)
-    echo "packed $(du -sb "$PACK" | cut -f1) bytes in $PACK; working tree $tree bytes;" \
-         "together $(( ($(du -sb "$PACK" | cut -f1) + tree) / 1048576 )) MiB of the 64 MiB that travel"
+    packed=$(du -sb "$PACK" | cut -f1)
+    echo "packed $packed bytes in $PACK; working tree $tree bytes;" \
+         "together $(( (packed + tree) / 1048576 )) MiB of the 64 MiB that travel"
 }
 
 run() {

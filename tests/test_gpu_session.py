@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from sr.paths import PROJECT_ROOT
+from tests.test_train_data import write_images
 
 SCRIPT = PROJECT_ROOT / "benchmarks" / "gpu_session.sh"
 
@@ -19,14 +20,9 @@ def _bash(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 def test_prepare_packs_training_images_losslessly_and_the_validation_sets(tmp_path):
     shared = tmp_path / "shared"
-    rng = np.random.default_rng(0)
-    originals = {}
-    for folder, n in (("T91", 2), ("BSD200", 1)):
-        (shared / "datasets" / "train" / folder).mkdir(parents=True)
-        for i in range(n):
-            pixels = rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(shared / "datasets" / "train" / folder / f"im{i}.png")
-            originals[f"{folder}/im{i}"] = pixels
+    originals = {f"{folder}/{path.stem}": np.asarray(Image.open(path).convert("RGB"))
+                 for folder, sizes in (("T91", [(24, 20), (18, 30)]), ("BSD200", [(20, 20)]))
+                 for path in write_images(shared / "datasets" / "train" / folder, sizes, seed=len(folder))}
     for name in ("Set5", "Set14"):
         (shared / "datasets" / "benchmarks" / name / "HR").mkdir(parents=True)
         (shared / "datasets" / "benchmarks" / name / "HR" / "a.png").write_bytes(b"x")
