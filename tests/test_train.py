@@ -172,18 +172,21 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path, data_dir):
     assert len(read_csv(ddp / "train.csv")) == 2  # rank 0 logs alone
 
 
-@pytest.mark.parametrize("adv", ["gan", "ragan"])
-def test_srgan_two_stage_smoke(tmp_path, data_dir, adv):
+VGG54_RANDOM = {"pixel": {"weight": 0.0}, "perceptual": {"weight": 1.0, "before_activation": False,
+                                                         "feature_scale": 1 / 12.75, "weights": "random"}}
+MSE_CONTENT = {"pixel": {"type": "mse", "weight": 4.0}, "perceptual": {"weight": 0.0}}  # SRGAN-MSE
+
+
+@pytest.mark.parametrize("adv, content", [("gan", VGG54_RANDOM), ("ragan", VGG54_RANDOM), ("gan", MSE_CONTENT)],
+                         ids=["gan-vgg54", "ragan-vgg54", "gan-mse"])
+def test_srgan_two_stage_smoke(tmp_path, data_dir, adv, content):
     tiny = {"n_resblocks": 1, "n_feats": 8}
     stage1 = load_config(recipe(tmp_path, data_dir, model={"name": "srresnet", "hparams": tiny},
                                 loss={"pixel": {"type": "mse"}}, train={"steps": 4, "export": "last"}))
     first = train(stage1, tmp_path / "stage1", progress=False)["final"]
     path = recipe(tmp_path, data_dir, model={"name": "srgan", "hparams": tiny},
                   init={"from": str(first)},
-                  loss={"pixel": {"weight": 0.0},
-                        "perceptual": {"weight": 1.0, "before_activation": False,
-                                       "feature_scale": 1 / 12.75, "weights": "random"},
-                        "adversarial": {"weight": 1e-3, "type": adv}},
+                  loss={**content, "adversarial": {"weight": 1e-3, "type": adv}},
                   gan={"d_hparams": {"n_feats": 8}}, train={"steps": 3, "ckpt_every": 3, "export": "last"})
     trainer = Trainer(load_config(path), tmp_path / "stage2", progress=False)
     start = load_model(first).state_dict()
@@ -195,7 +198,9 @@ def test_srgan_two_stage_smoke(tmp_path, data_dir, adv):
     assert any(not torch.equal(d_init[k], v) for k, v in state["disc"].items())
     assert state["disc_optimizer"]["state"]
     row = read_csv(tmp_path / "stage2" / "train.csv")[-1]
-    for col in ("perceptual", "adversarial", "d_loss"):
+    content_col = "perceptual" if content is VGG54_RANDOM else "pixel"
+    assert (trainer.perceptual is None) == (content is MSE_CONTENT)
+    for col in (content_col, "adversarial", "d_loss"):
         assert math.isfinite(float(row[col])) and float(row[col]) > 0
     assert read_metadata(summary["final"])["arch"] == "srgan"
 

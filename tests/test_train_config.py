@@ -45,6 +45,17 @@ def test_srgan_recipe_follows_the_paper():
     assert cfg["init"]["from"].endswith(".safetensors")
 
 
+def test_srgan_mse_variant_differs_only_in_its_content_loss():
+    vgg = load_config(PROJECT_ROOT / "configs" / "srgan_x4.yaml")
+    mse = load_config(PROJECT_ROOT / "configs" / "srgan_mse_x4.yaml")
+    assert mse["loss"]["perceptual"]["weight"] == 0  # so no VGG19 weights are needed
+    assert mse["loss"]["pixel"]["type"] == "mse"
+    assert mse["loss"]["pixel"]["weight"] == 4.0  # the paper's MSE on [-1, 1] images
+    for key in ("model", "init", "data", "optim", "sched", "gan", "train"):
+        assert mse[key] == vgg[key], key
+    assert mse["loss"]["adversarial"] == vgg["loss"]["adversarial"]
+
+
 @pytest.mark.parametrize("text, keys, value", [
     ("optim.lr=1e-4", ["optim", "lr"], 1e-4),
     ("train.steps=100", ["train", "steps"], 100),
