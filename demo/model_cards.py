@@ -34,14 +34,14 @@ def _card(arch: str, files: list[tuple[int, Path]]) -> str:
     lines = [title]
     if spec is not None:
         lines.append(f"{spec.description}. *{spec.paper}*")
-    rows = ["| scale | parameters | file | training data | steps | scores (PSNR-Y / SSIM-Y) |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| scale | parameters | file | recipe | training data | steps | scores (PSNR-Y / SSIM-Y) |",
+            "|---|---|---|---|---|---|---|"]
     licences = set()
     for scale, path in files:
         try:
             meta = read_metadata(path)
         except SRError as e:
-            rows.append(f"| x{scale} | | `{path.name}` | unreadable: {e} | | |")
+            rows.append(f"| x{scale} | | `{path.name}` | | unreadable: {e} | | |")
             continue
         prov = meta.get("provenance") or {}
         if not isinstance(prov, dict):
@@ -49,8 +49,8 @@ def _card(arch: str, files: list[tuple[int, Path]]) -> str:
         licences.add(str(prov.get("license") or meta.get("license") or NO_LICENSE))
         size_mb = path.stat().st_size / 2**20
         rows.append(f"| x{scale} | {_params(meta)} | `{path.name}` ({size_mb:.1f} MB) "
-                    f"| {_first(prov, 'train_data', 'dataset', 'datasets', 'data')} "
-                    f"| {_first(prov, 'steps', 'iterations', 'iters', 'epochs')} "
+                    f"| {_first(prov, 'recipe')} "
+                    f"| {_training_data(prov)} | {_steps(prov)} "
                     f"| {_scores(meta.get('eval'))} |")
     lines.append("\n".join(rows))
     lines.append("**Licence:** " + "; ".join(sorted(licences)))
@@ -73,6 +73,30 @@ def _count(arch: str, scale: int, hparams_json: str) -> int:
     """Parameters of an architecture, built on the meta device (no memory, no weights read)."""
     with torch.device("meta"):
         return count_parameters(create_model(arch, scale, **json.loads(hparams_json)))
+
+
+def _training_data(prov: dict) -> str:
+    """The trainer records folders as machine paths: show their names and the image count."""
+    data = prov.get("data")
+    if not isinstance(data, dict):
+        return _first(prov, "train_data", "dataset", "datasets", "data")
+    dirs = data.get("hr_dirs") or data.get("lr_dirs") or []
+    names = ", ".join(Path(str(d)).name for d in dirs) or "not recorded"
+    return f"{names} ({data['images']:,} images)" if isinstance(data.get("images"), int) else names
+
+
+def _steps(prov: dict) -> str:
+    """Steps of the whole training, which may be a chain of runs, each continuing the last."""
+    text = _first(prov, "steps", "iterations", "iters", "epochs")
+    history = prov.get("history")
+    if isinstance(history, list) and history:
+        counts = [h.get("steps") if isinstance(h, dict) else None for h in history] + [prov.get("steps")]
+        if all(isinstance(c, int) for c in counts):
+            return f"{sum(counts):,} in {len(counts)} runs"
+        return f"{text} in the last of {len(counts)} runs"
+    # Older checkpoints record a chain as one hand-written command: "A (...), then B (...)".
+    runs = str(prov.get("command", "")).count(", then ") + 1
+    return f"{text} in the last of {runs} runs" if runs > 1 else text
 
 
 def _first(d: dict, *keys: str) -> str:

@@ -238,13 +238,14 @@ def test_model_cards(weights):
     assert "No bundled weights" in model_cards()
     torch.manual_seed(0)
     save_checkpoint(create_model("espcn", 2), weights / "espcn_x2.safetensors",
-                    metadata={"provenance": {"train_data": "T91", "steps": 1000},
+                    metadata={"provenance": {"recipe": "espcn", "steps": 1000, "history": [{"steps": 500}],
+                                             "data": {"hr_dirs": ["/data/T91", "/data/BSD200"], "images": 291}},
                               "eval": {"Set5": {"scale": 2, "psnr": 35.5, "ssim": 0.95},
                                        "Set14": {"x2": {"psnr_y": 31.25}}}})
     card = model_cards()
     params = sum(p.numel() for p in create_model("espcn", 2).parameters())
     assert "### espcn (x2)" in card and f"{params:,}" in card
-    assert "T91" in card and "1,000" in card
+    assert "| espcn | T91, BSD200 (291 images) | 1,500 in 2 runs |" in card  # no machine paths
     assert "Set5 x2: 35.50 / 0.9500 (Y); Set14 x2: 31.25 (Y)" in card
 
 
