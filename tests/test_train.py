@@ -192,7 +192,11 @@ def test_srgan_two_stage_smoke(tmp_path, data_dir, adv, content):
     start = load_model(first).state_dict()
     assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in start.items())
     d_init = {k: v.clone() for k, v in trainer.disc.state_dict().items()}
+    d_batches = []
+    trainer.disc.register_forward_pre_hook(lambda module, args: d_batches.append(args[0].shape[0]))
     summary = trainer.fit()
+    # D normalises by batch statistics: in G's pass as in its own step it sees HR and SR together.
+    assert len(d_batches) == 2 * 3 and set(d_batches) == {2 * trainer.cfg["data"]["batch"]}
     trainer.close()
     state = torch.load(tmp_path / "stage2" / "last.pt", weights_only=True)
     assert any(not torch.equal(d_init[k], v) for k, v in state["disc"].items())

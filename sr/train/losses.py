@@ -131,7 +131,7 @@ class AdversarialLoss:
         return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
     def generator(self, real: torch.Tensor | None, fake: torch.Tensor) -> torch.Tensor:
-        """Generator loss from D's logits on SR (``fake``) and, for ragan, on HR (``real``, detached)."""
+        """Generator loss from D's logits on SR (``fake``) and on HR (``real``, detached; used by ragan)."""
         if self.kind == "gan":
             return self._bce(fake, 1.0)
         return 0.5 * (self._bce(real - fake.mean(), 0.0) + self._bce(fake - real.mean(), 1.0))
@@ -141,6 +141,3 @@ class AdversarialLoss:
             return self._bce(real, 1.0) + self._bce(fake, 0.0)
         return 0.5 * (self._bce(real - fake.mean(), 1.0) + self._bce(fake - real.mean(), 0.0))
 
-    @property
-    def needs_real_for_generator(self) -> bool:
-        return self.kind == "ragan"

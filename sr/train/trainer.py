@@ -431,16 +431,15 @@ class Trainer:
 
     def _adv_generator(self, sr: torch.Tensor, hr: torch.Tensor, parts: dict) -> torch.Tensor:
         # D's own module (not its DDP wrapper): its weights are not trained in this pass.
+        # D normalises with batch statistics (BatchNorm in train mode), so it must see the
+        # same real+fake batch as in its own step: on SR alone it would judge features
+        # re-centred on the fakes, which it was never trained on, and G would chase that.
         self.disc.requires_grad_(False)
         try:
-            if self.adversarial.needs_real_for_generator:
-                real, fake = self.disc(torch.cat([hr, sr])).chunk(2)
-                real = real.detach()
-            else:
-                real, fake = None, self.disc(sr)
+            real, fake = self.disc(torch.cat([hr, sr])).chunk(2)
         finally:
             self.disc.requires_grad_(True)
-        parts["adversarial"] = self.adversarial.generator(real, fake)
+        parts["adversarial"] = self.adversarial.generator(real.detach(), fake)
         return parts["adversarial"]
 
     def _discriminator_step(self, fake: torch.Tensor, hr: torch.Tensor, parts: dict) -> None:
