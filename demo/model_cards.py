@@ -89,13 +89,13 @@ def _steps(prov: dict) -> str:
     """Steps of the whole training, which may be a chain of runs, each continuing the last."""
     text = _first(prov, "steps", "iterations", "iters", "epochs")
     history = prov.get("history")
-    if isinstance(history, list) and history:
-        counts = [h.get("steps") if isinstance(h, dict) else None for h in history] + [prov.get("steps")]
-        if all(isinstance(c, int) for c in counts):
-            return f"{sum(counts):,} in {len(counts)} runs"
-        return f"{text} in the last of {len(counts)} runs"
+    entries = [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []
+    entries.append(prov)
     # Older checkpoints record a chain as one hand-written command: "A (...), then B (...)".
-    runs = str(prov.get("command", "")).count(", then ") + 1
+    runs = sum(str(e.get("command", "")).count(", then ") + 1 for e in entries)
+    counts = [e.get("steps") for e in entries]
+    if runs == len(entries) and all(isinstance(c, int) for c in counts):
+        return f"{sum(counts):,} in {runs} runs" if runs > 1 else text
     return f"{text} in the last of {runs} runs" if runs > 1 else text
 
 

@@ -246,6 +246,11 @@ def test_model_cards(weights):
     params = sum(p.numel() for p in create_model("espcn", 2).parameters())
     assert "### espcn (x2)" in card and f"{params:,}" in card
     assert "| espcn | T91, BSD200 (291 images) | 1,500 in 2 runs |" in card  # no machine paths
+    # An older run behind it recorded its own chain as one hand-written command.
+    save_checkpoint(create_model("espcn", 3), weights / "espcn_x3.safetensors",
+                    metadata={"provenance": {"steps": 1000, "command": "c", "history": [
+                        {"steps": 500, "command": "a (200 steps), then b (300 steps)"}]}})
+    assert "| 1,000 in the last of 3 runs |" in model_cards()
     assert "Set5 x2: 35.50 / 0.9500 (Y); Set14 x2: 31.25 (Y)" in card
 
 
