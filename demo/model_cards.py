@@ -94,9 +94,11 @@ def _steps(prov: dict) -> str:
     # Older checkpoints record a chain as one hand-written command: "A (...), then B (...)".
     runs = sum(str(e.get("command", "")).count(", then ") + 1 for e in entries)
     counts = [e.get("steps") for e in entries]
+    if runs == 1:
+        return text
     if runs == len(entries) and all(isinstance(c, int) for c in counts):
-        return f"{sum(counts):,} in {runs} runs" if runs > 1 else text
-    return f"{text} in the last of {runs} runs" if runs > 1 else text
+        return f"{sum(counts):,} in {runs} runs"
+    return f"{text} in the last of {runs} runs"
 
 
 def _first(d: dict, *keys: str) -> str:
