@@ -24,16 +24,21 @@ def test_prepare_packs_training_images_losslessly_and_the_validation_sets(tmp_pa
                  for folder, sizes in (("T91", [(24, 20), (18, 30)]), ("BSD200", [(20, 20)]))
                  for path in write_images(shared / "datasets" / "train" / folder, sizes, seed=len(folder))}
     for name in ("Set5", "Set14"):
-        (shared / "datasets" / "benchmarks" / name / "HR").mkdir(parents=True)
-        (shared / "datasets" / "benchmarks" / name / "HR" / "a.png").write_bytes(b"x")
+        for sub in ("HR", "LR_bicubic/X4"):
+            (shared / "datasets" / "benchmarks" / name / sub).mkdir(parents=True)
+            (shared / "datasets" / "benchmarks" / name / sub / "a.png").write_bytes(b"x")
     pack = tmp_path / "pack"
-    done = _bash("prepare", env={"SR_SHARED_DIR": str(shared), "GPU_PACK_DIR": str(pack)})
+    env = {"SR_SHARED_DIR": str(shared), "GPU_PACK_DIR": str(pack)}
+    too_big = _bash("prepare", env=dict(env, GPU_TRAVEL_LIMIT="1000"))
+    assert too_big.returncode == 1 and "too big to travel" in too_big.stderr
+    done = _bash("prepare", env=env)
     assert done.returncode == 0, done.stderr
     assert "MiB of the 64 MiB that travel" in done.stdout
     for key, pixels in originals.items():
         with Image.open(pack / "datasets" / "train" / f"{key}.webp") as im:
             assert np.array_equal(np.asarray(im.convert("RGB")), pixels)
     assert (pack / "datasets" / "benchmarks" / "Set14" / "HR" / "a.png").is_file()
+    assert not (pack / "datasets" / "benchmarks" / "Set14" / "LR_bicubic").exists()  # made at validation
     assert not Path(f"{pack}.tmp").exists()
 
 
