@@ -7,9 +7,20 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 
+from eval.cache import CACHE_ENV
 from sr.paths import SHARED_ENV, shared_root
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory):
+    """Point the eval cache at a temporary folder for the whole run: tests that re-evaluate
+    with cache=False would otherwise overwrite the user's cached timings, which the README's
+    s/MP columns are made from."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("sr-cache")))
+        yield
 
 
 def _require(path: Path | None, what: str) -> Path:
