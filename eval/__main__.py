@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", action="store_true", help="self-ensemble (8 flips/rotations), the '+' rows")
     p.add_argument("--no-cache", action="store_true", help="recompute everything (and refresh the cache)")
     p.add_argument("--cache-dir", help="result cache folder (default ~/.cache/sr-workbench/eval)")
-    p.add_argument("--lpips", action="store_true", help="add an LPIPS column (needs the lpips package)")
+    p.add_argument("--lpips", action="store_true",
+                   help="add an LPIPS column (AlexNet weights: run `python -m eval.lpips_weights` once)")
     p.add_argument("--published-bicubic", action="store_true",
                    help="add the bicubic row as papers print it (SRCNN-era Y-only pipeline; "
                         "see eval/published_bicubic.py) next to the protocol rows")

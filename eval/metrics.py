@@ -7,10 +7,12 @@ are extra columns and are never comparable with published tables.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from functools import lru_cache
 
 import torch
 
+from eval.cache import state_dict_sha256
 from sr.color import Y_ROW as _Y_ROW
 from sr.resize import modcrop
 
@@ -23,6 +25,7 @@ _STRIP_BYTES = 1 << 21
 _MIN_STRIP_ROWS = 64
 
 METRIC_COLUMNS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
+LPIPS_MIN_SIZE = 32
 
 
 class MetricUnavailable(RuntimeError):
@@ -235,24 +238,47 @@ def evaluate_pair(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> dict[str, f
 
 
 class Lpips:
-    """LPIPS (AlexNet) on the border-cropped RGB images, when the `lpips` package and its
-    weights can be loaded. Raises MetricUnavailable with the reason otherwise."""
+    """LPIPS v0.1 (AlexNet) on the border-cropped RGB images. Raises MetricUnavailable with
+    the reason when the `lpips` package or the ImageNet AlexNet weights are missing.
 
-    def __init__(self, device: torch.device | str = "cpu"):
+    backbone: None finds the weights (``eval.lpips_weights.load_backbone``: the converted
+    file, else torchvision's cached download; never a download here); a path to a
+    converted file; or "random" for an untrained AlexNet, which tests use and which
+    gives meaningless distances.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu", backbone: str | None = None):
         try:
-            import lpips  # optional dependency, not installed by default
+            import lpips  # the field's implementation; only its heads ship with it
         except ImportError as e:
             raise MetricUnavailable("LPIPS unavailable: the `lpips` package is not installed "
                                     "(pip install lpips)") from e
-        try:
-            self.net = lpips.LPIPS(net="alex", verbose=False).to(device).eval()
-        except Exception as e:  # weights download or load failure (offline)
-            raise MetricUnavailable(f"LPIPS unavailable: could not load its weights ({e})") from e
+        from eval.lpips_weights import LpipsWeightsError, load_backbone
+
+        with warnings.catch_warnings():  # lpips still asks torchvision for `pretrained=False`
+            warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+            net = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)  # heads loaded, backbone untrained
+        if backbone != "random":
+            try:
+                features = load_backbone(backbone)
+            except LpipsWeightsError as e:
+                raise MetricUnavailable(f"LPIPS unavailable: {e}") from e
+            # lpips keeps torchvision's layer indices inside its slices: net.sliceK.N.* = features.N.*
+            mapped = {k: features.get("features." + k.split(".", 1)[1]) for k in net.net.state_dict()}
+            missing = [k for k, v in mapped.items() if v is None]
+            if missing:
+                raise MetricUnavailable(f"LPIPS unavailable: the AlexNet weights lack {missing[0]}")
+            net.net.load_state_dict(mapped)
+        self.backbone_id = "alexnet:" + state_dict_sha256(net.net)  # the result cache keys on it
+        self.net = net.to(device).eval()
         self.device = torch.device(device)
 
     @torch.no_grad()
     def __call__(self, sr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor:
         sr8, hr8 = _prepare(sr, hr, scale)
+        if min(hr8.shape[-2:]) < LPIPS_MIN_SIZE:  # AlexNet's strides leave nothing to compare
+            raise ValueError(f"LPIPS needs at least {LPIPS_MIN_SIZE}x{LPIPS_MIN_SIZE} pixels after the "
+                             f"border crop; this image has {hr8.shape[-2]}x{hr8.shape[-1]}")
         to_net = lambda x: _as_rgb(x).to(self.device).float() / 127.5 - 1.0  # noqa: E731
         return self.net(to_net(sr8), to_net(hr8)).flatten().double().cpu()
 

@@ -191,7 +191,8 @@ def evaluate(models, datasets, scales, data_root=None, device=None, ensemble=Fal
     metrics and ``error`` set, and the others go on. cache=False recomputes (and
     refreshes the cache). progress: True for a tqdm bar, or a callable(done, total, desc).
     lpips=True adds an ``lpips`` column (NaN with a note in ``df.attrs["notes"]`` when the
-    package or its weights are unavailable).
+    package or its weights are unavailable); a string instead of True is the AlexNet
+    backbone to use (a converted file, or "random" for tests), see ``eval.metrics.Lpips``.
     """
     if isinstance(datasets, str):
         datasets = [datasets]
@@ -205,7 +206,8 @@ def evaluate(models, datasets, scales, data_root=None, device=None, ensemble=Fal
     lpips_metric = None
     if lpips:
         try:
-            lpips_metric = Lpips(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            lpips_metric = Lpips(device or ("cuda" if torch.cuda.is_available() else "cpu"),
+                                 backbone=lpips if isinstance(lpips, str) else None)
         except MetricUnavailable as e:
             notes.append(str(e))
             warnings.warn(str(e), stacklevel=2)
@@ -233,7 +235,7 @@ def evaluate(models, datasets, scales, data_root=None, device=None, ensemble=Fal
                 key = None if weights_id is None else make_key(
                     weights=weights_id, arch=getattr(model, "arch", type(model).__name__),
                     scale=scale, dataset=bench.name, data=bench.fingerprint(), ensemble=bool(ensemble),
-                    lpips=lpips_metric is not None, protocol=PROTOCOL_VERSION, sr=sr.__version__,
+                    lpips=lpips_metric.backbone_id if lpips_metric is not None else False, protocol=PROTOCOL_VERSION, sr=sr.__version__,
                     columns=COLUMNS)
                 hit = store.get(key) if (cache and key is not None) else None
                 if hit is not None:

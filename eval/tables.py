@@ -146,7 +146,23 @@ def to_markdown(summary: pd.DataFrame, extra_notes=()) -> str:
     parts = [table("y"), "", *[f"- {n}" for n in notes(summary, extra_notes)], "",
              "RGB PSNR / SSIM (all three channels; not comparable with published Y-channel numbers):",
              "", table("rgb")]
+    if "lpips" in summary and summary["lpips"].notna().any():
+        header, body = lpips_table(summary)
+        parts += ["", "LPIPS (v0.1, AlexNet; RGB, border of `scale` pixels cropped; lower is closer):", "",
+                  "| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + [":---:"] * (len(header) - 2)) + "|",
+                  *["| " + " | ".join(map(_md_escape, row)) + " |" for row in body]]
     return "\n".join(parts) + "\n"
+
+
+def lpips_table(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): one row per model and scale, the mean LPIPS of each dataset."""
+    datasets = list(dict.fromkeys(summary["dataset"]))
+    body = []
+    for (model, scale), sub in summary.groupby(["model", "scale"], sort=False):
+        by_set = {r["dataset"]: r["lpips"] for _, r in sub.iterrows()}
+        body.append([str(model), f"x{scale}", *[MISSING if pd.isna(by_set.get(d, math.nan))
+                                                  else f"{by_set[d]:.4f}" for d in datasets]])
+    return ["Method", "Scale", *datasets], body
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",

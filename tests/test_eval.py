@@ -13,7 +13,7 @@ from eval.__main__ import main as cli_main
 from eval.datasets import DATASETS, load_benchmark, resolve_name
 from eval.published_bicubic import LABEL as PUBLISHED_LABEL
 from eval.published_bicubic import published_bicubic_row
-from eval.tables import MISSING, paper_table, summarize
+from eval.tables import MISSING, paper_table, summarize, to_markdown
 from sr.errors import DatasetError
 from sr.resize import imresize
 
@@ -263,16 +263,23 @@ def test_columns(tiny_root, tmp_path):
     assert (df["psnr_rgb"] != df["psnr_y"]).all()
 
 
-def test_lpips_column_is_nan_with_a_note_when_unavailable(tiny_root, tmp_path):
-    try:
-        import lpips  # noqa: F401
-        pytest.skip("lpips is installed here")
-    except ImportError:
-        pass
+def test_lpips_column_is_nan_with_a_note_when_unavailable(tiny_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("SR_LPIPS_ALEXNET", str(tmp_path / "none.safetensors"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.warns(UserWarning, match="LPIPS unavailable"):
         df = _run(["bicubic"], tiny_root, tmp_path, lpips=True)
     assert df["lpips"].isna().all()
     assert any("LPIPS unavailable" in n for n in df.attrs["notes"])
+
+
+def test_lpips_column_and_table(tiny_root, tmp_path):
+    df = _run(["bicubic"], tiny_root, tmp_path, scales=(2, 3), lpips="random")  # untrained AlexNet
+    x2, x3 = df[df["scale"] == 2], df[df["scale"] == 3]
+    assert x2["lpips"].notna().all() and (x2["lpips"] > 0).all() and (x2["error"] == "").all()
+    # b at x3 is 30x33 after the border crop: too small for AlexNet, said in that row's error
+    assert x3.set_index("image").loc["b", "error"].startswith("ValueError: LPIPS needs at least 32x32")
+    md = to_markdown(summarize(df))
+    assert "LPIPS (v0.1, AlexNet" in md and "| bicubic | x2 | " in md.split("LPIPS (v0.1")[1]
 
 
 # ------------------------------------------------------------------ cache

@@ -135,14 +135,15 @@ def test_psnr_and_ssim_shapes():
         ssim(a[:, :, :8, :8], a[:, :, :8, :8])  # smaller than the 11x11 window
 
 
-def test_lpips_unavailable_is_explicit():
-    try:
-        import lpips  # noqa: F401
-    except ImportError:
-        with pytest.raises(MetricUnavailable, match="lpips"):
-            Lpips()
-    else:
-        pytest.skip("lpips is installed here")
+def test_lpips_unavailable_is_explicit(monkeypatch):
+    import eval.lpips_weights as lw
+
+    def gone(path=None):
+        raise lw.LpipsWeightsError("gone")
+
+    monkeypatch.setattr(lw, "load_backbone", gone)
+    with pytest.raises(MetricUnavailable, match="LPIPS unavailable: gone"):
+        Lpips()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
