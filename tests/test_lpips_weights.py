@@ -11,6 +11,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -152,14 +153,24 @@ def test_torchvision_cached_download_is_used(tmp_path, monkeypatch):
 
 
 FETCHED = lw.default_path()  # read before conftest points the cache at a temporary folder
+LPIPS_TABLE = Path(__file__).resolve().parent.parent / "results" / "lpips_x4" / "summary.csv"
+
+
+def test_committed_lpips_table_ranks_srgan_closer_than_srresnet():
+    """The model zoo's perceptual target, on the committed table: srgan's LPIPS below srresnet's."""
+    t = pd.read_csv(LPIPS_TABLE).set_index(["model", "dataset"])["lpips"]
+    for dataset in ("Set5", "Set14", "B100", "Urban100"):
+        assert t[("srgan", dataset)] < t[("srresnet", dataset)] < t[("bicubic", dataset)], dataset
 
 
 @pytest.mark.skipif(not FETCHED.is_file(), reason="the LPIPS AlexNet weights are not fetched here "
                     "(python -m eval.lpips_weights)")
-def test_real_weights_bicubic_set5_x4(benchmarks_dir, tmp_path):
-    """Bicubic Set5 x4 LPIPS with the fetched weights: 0.3435 when results/lpips_x4 was made."""
+def test_lpips_table_reproduces_on_set5(benchmarks_dir, tmp_path):
+    """results/lpips_x4 from the shipped weights and the fetched AlexNet, re-made on Set5."""
     from eval.runner import evaluate
 
-    df = evaluate(["bicubic"], ["Set5"], [4], data_root=benchmarks_dir, cache_dir=tmp_path, progress=False,
-                  lpips=str(FETCHED))
-    assert df["lpips"].mean() == pytest.approx(0.3435, abs=5e-4)
+    t = pd.read_csv(LPIPS_TABLE).set_index(["model", "dataset"])["lpips"]
+    df = evaluate(["bicubic", "srresnet", "srgan"], ["Set5"], [4], data_root=benchmarks_dir, cache_dir=tmp_path,
+                  progress=False, lpips=str(FETCHED))
+    for model, got in df.groupby("model")["lpips"]:
+        assert got.mean() == pytest.approx(t[(model, "Set5")], abs=1e-4), model
