@@ -127,9 +127,13 @@ def save(features: dict, path: Path, source: str) -> Path:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(features, str(tmp), metadata={"content": "torchvision AlexNet ImageNet conv layers (features.*)",
-                                            "source": source, "sha256": SHA256})
-    os.replace(tmp, path)  # never a half-written file at `path`
+    try:
+        save_file(features, str(tmp), metadata={"content": "torchvision AlexNet ImageNet conv layers (features.*)",
+                                                "source": source, "sha256": SHA256})
+        os.replace(tmp, path)  # never a half-written file at `path`
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -135,22 +135,24 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _md_table(header: list[str], body: list[list[str]], left: int, right: int = 0) -> str:
+    """Markdown table: ``left`` left-aligned columns, then ``right`` right-aligned, the rest centred."""
+    align = ["---"] * left + ["---:"] * right + [":---:"] * (len(header) - left - right)
+    lines = ["| " + " | ".join(map(_md_escape, header)) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(map(_md_escape, row)) + " |" for row in body]
+    return "\n".join(lines)
+
+
 def to_markdown(summary: pd.DataFrame, extra_notes=()) -> str:
     def table(channel):
-        header, body = paper_table(summary, channel)
-        lines = ["| " + " | ".join(map(_md_escape, header)) + " |",
-                 "|" + "|".join(["---"] * 2 + ["---:"] * 2 + [":---:"] * (len(header) - 4)) + "|"]
-        lines += ["| " + " | ".join(map(_md_escape, row)) + " |" for row in body]
-        return "\n".join(lines)
+        return _md_table(*paper_table(summary, channel), left=2, right=2)
 
     parts = [table("y"), "", *[f"- {n}" for n in notes(summary, extra_notes)], "",
              "RGB PSNR / SSIM (all three channels; not comparable with published Y-channel numbers):",
              "", table("rgb")]
     if "lpips" in summary and summary["lpips"].notna().any():
-        header, body = lpips_table(summary)
         parts += ["", "LPIPS (v0.1, AlexNet; RGB, border of `scale` pixels cropped; lower is closer):", "",
-                  "| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + [":---:"] * (len(header) - 2)) + "|",
-                  *["| " + " | ".join(map(_md_escape, row)) + " |" for row in body]]
+                  _md_table(*lpips_table(summary), left=2)]
     return "\n".join(parts) + "\n"
 
 
