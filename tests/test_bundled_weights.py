@@ -1,10 +1,12 @@
 """The shipped weights reproduce the committed tables, and the README shows those tables."""
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from eval import evaluate
+from eval.readme_sync import sync
 from sr.checkpoints import bundled_weights, read_metadata
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,12 +43,44 @@ def test_shipped_models_reproduce_summary_on_set5(folder, benchmarks_dir):
         assert got.loc[r.model, "ssim_y"] == pytest.approx(r.ssim_y, abs=5e-4), r.model
 
 
-@pytest.mark.parametrize("folder", sorted(TABLES))
-def test_readme_shows_the_committed_tables(folder):
-    readme = (ROOT / "README.md").read_text()
-    summary = pd.read_csv(ROOT / "results" / folder / "summary.csv")
-    for r in summary.itertuples():
-        assert f"{r.psnr_y:.2f} / {r.ssim_y:.4f}" in readme, (r.model, r.scale, r.dataset)
+def test_readme_tables_are_the_committed_ones():
+    """Every generated block of the README equals its table.md (`python -m eval.readme_sync`)."""
+    text = (ROOT / "README.md").read_text()
+    _, stale = sync(text)
+    assert not stale, f"README out of date for {stale}: run python -m eval.readme_sync"
+    for folder in TABLES:
+        assert f"<!-- from results/{folder}/table.md (y);" in text, folder
+
+
+_ROW_NAME = re.compile(r"^(\w+) x(\d)(?: / x(\d))?$")
+_FIGURES = re.compile(r"^(?:Set5 x\d: )?\**(\d+\.\d\d)\**(?: / \**(\d+\.\d\d)\**)?(?=\W|$)")
+
+
+def _prose_set5_figures(path: Path, column: str):
+    """(model, scale, figure) from the hand-written training table whose header ends in ``column``."""
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| model |") and line.endswith(f"| {column} |"))
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        name, figures = _ROW_NAME.match(cells[0]), _FIGURES.match(cells[-1])
+        if name and figures:
+            for scale, value in zip(filter(None, name.groups()[1:]), filter(None, figures.groups())):
+                yield name[1], int(scale), float(value)
+
+
+@pytest.mark.parametrize("doc,column", [("README.md", "Set5 measured"), ("docs/MODEL_ZOO.md", "measured")])
+def test_training_tables_quote_the_committed_set5_scores(doc, column):
+    """The prose tables of training budgets quote Set5 by hand; they must match summary.csv."""
+    scores = pd.concat([pd.read_csv(ROOT / "results" / f / "summary.csv") for f in TABLES])
+    scores = scores[scores["dataset"] == "Set5"].set_index(["model", "scale"])["psnr_y"]
+    checked = 0
+    for model, scale, value in _prose_set5_figures(ROOT / doc, column):
+        if (model, scale) in scores.index:  # rows of models that are not shipped quote their runs
+            assert value == round(scores[(model, scale)], 2), (doc, model, scale)
+            checked += 1
+    assert checked >= 6, f"found only {checked} Set5 figures in {doc}"
 
 
 def test_demo_offers_and_runs_every_shipped_file():
