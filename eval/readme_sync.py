@@ -18,13 +18,12 @@ import sys
 from pathlib import Path
 
 from eval.cache import atomic_write_text
+from eval.tables import LPIPS_HEADING, RGB_HEADING
 
 ROOT = Path(__file__).resolve().parent.parent
 END = "<!-- end of generated table -->"
-_BLOCK = re.compile(r"(<!-- from (?P<src>\S+) \((?P<part>\w+)\);[^\n]*-->\n)(?P<body>.*?)(\n" + re.escape(END) + ")",
-                    re.DOTALL)
-_RGB_INTRO = "RGB PSNR / SSIM"
-_LPIPS_INTRO = "LPIPS ("
+_BLOCK = re.compile(r"(?P<start><!-- from (?P<src>\S+) \((?P<part>\w+)\);[^\n]*-->\n)(?P<body>.*?)(?P<end>\n"
+                    + re.escape(END) + ")", re.DOTALL)
 
 
 class SyncError(ValueError):
@@ -34,12 +33,11 @@ class SyncError(ValueError):
 def section(table_md: str, part: str) -> str:
     """The part of an eval ``table.md`` a README block shows."""
     if part == "y":
-        head = table_md.split("\n" + _RGB_INTRO, 1)[0]
-        return head.strip()
+        return table_md.split(RGB_HEADING, 1)[0].strip()
     if part == "lpips":
-        if "\n" + _LPIPS_INTRO not in table_md:
+        if LPIPS_HEADING not in table_md:
             raise SyncError("no LPIPS table in it (evaluate with --lpips)")
-        tail = table_md.split("\n" + _LPIPS_INTRO, 1)[1]
+        tail = table_md.split(LPIPS_HEADING, 1)[1]
         # the table is the first block after the heading line
         return tail.split("\n\n", 2)[1].strip()
     raise SyncError(f"unknown part {part!r} (use y or lpips)")
@@ -60,7 +58,7 @@ def sync(text: str, root: Path | None = None) -> tuple[str, list[str]]:
             raise SyncError(f"{m['src']}: {e}") from None
         if body != m["body"]:
             changed.append(f"{m['src']} ({m['part']})")
-        return m.group(1) + body + m.group(5)
+        return m["start"] + body + m["end"]
 
     return _BLOCK.sub(fill, text), changed
 

@@ -143,15 +143,20 @@ def _md_table(header: list[str], body: list[list[str]], left: int, right: int = 
     return "\n".join(lines)
 
 
+# Headings of table.md's second and third tables; eval/readme_sync.py splits the file on them.
+RGB_HEADING = "RGB PSNR / SSIM (all three channels; not comparable with published Y-channel numbers):"
+LPIPS_HEADING = "LPIPS (v0.1, AlexNet; RGB, border of `scale` pixels cropped; lower is closer):"
+
+
 def to_markdown(summary: pd.DataFrame, extra_notes=()) -> str:
     def table(channel):
         return _md_table(*paper_table(summary, channel), left=2, right=2)
 
     parts = [table("y"), "", *[f"- {n}" for n in notes(summary, extra_notes)], "",
-             "RGB PSNR / SSIM (all three channels; not comparable with published Y-channel numbers):",
+             RGB_HEADING,
              "", table("rgb")]
     if "lpips" in summary and summary["lpips"].notna().any():
-        parts += ["", "LPIPS (v0.1, AlexNet; RGB, border of `scale` pixels cropped; lower is closer):", "",
+        parts += ["", LPIPS_HEADING, "",
                   _md_table(*lpips_table(summary), left=2)]
     return "\n".join(parts) + "\n"
 

@@ -75,8 +75,9 @@ def publish(checkpoint: str, datasets: list[str], out_dir=None, half: bool = Fal
         provenance["fp16_storage"] = {"fp32_eval": _rounded(scores_fp32),
                                       "set5_psnr_change_db": None if change is None else round(change, 5)}
     target = (out_dir or weights_dir()) / f"{model.arch}_x{model.scale}.safetensors"
-    save_checkpoint(model, target, {"provenance": provenance, "eval": _rounded(scores)}, half=half)
-    return target, _rounded(scores), change
+    scores = _rounded(scores)
+    save_checkpoint(model, target, {"provenance": provenance, "eval": scores}, half=half)
+    return target, scores, change
 
 
 def main(argv=None) -> int:
