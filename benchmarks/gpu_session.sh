@@ -9,19 +9,23 @@
 #     Set5/Set14 validation HR images into the ignored .traindata/ (same layout as ../shared),
 #     and fails if the tree and the pack together are over the 64 MiB that travel.
 # There, as one device call with carry [".traindata"]:
-#     bash benchmarks/gpu_session.sh run [MODEL MINUTES [key=value ...]]
+#     bash benchmarks/gpu_session.sh run [MODEL MINUTES [key=value ...] [-- MODEL MINUTES ...]]
 #     1. GPU, driver and torch versions;
 #     2. benchmarks/bench_train.py: edsr_baseline and rcan x4 at batch 16, LR patch 48, the
 #        trainer's default step (bf16 autocast, channels_last) against plain fp32 NCHW in
 #        one process: it/s, images/s, data-wait share, MFU;
 #     3. benchmarks/bench_inference.py speed table on the GPU (random weights, the large models);
 #     4. optionally trains MODEL (a recipe in configs/, x4) for MINUTES of wall time into
-#        $OUT/run; its final weights, logs and validation scores come back (files over
-#        15 MiB are split: rejoin with `cat final.safetensors.part-* > final.safetensors`).
+#        $OUT/run_MODEL, several side by side when separated by "--"; MINUTES "auto" runs
+#        until GPU_DEADLINE_S (default 540) seconds after the start less 45 s for the export,
+#        and train.steps=auto sizes the schedule from the measured edsr_baseline it/s (a
+#        rough guess, shared by the runs; validation 8 times). Each run's exported weights
+#        and CSV logs come back (files over 15 MiB are split: rejoin with
+#        `cat final.safetensors.part-* > final.safetensors`); its console output is in the log.
 #     Everything printed is also saved as $OUT/gpu_session.log.
 # Dry run here (tiny settings, CPU):  OUT=/tmp/gpu BENCH_ARGS="--steps 2 --warmup 1 --batch 2
 #     --patch 16 --models espcn" INFER_ARGS="--device cpu --models espcn --size 64 --repeat 1"
-#     bash benchmarks/gpu_session.sh run espcn 0.5 train.steps=20
+#     bash benchmarks/gpu_session.sh run espcn 0.5 train.steps=20 -- fsrcnn auto train.steps=auto
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACK="${GPU_PACK_DIR:-.traindata}"  # ignored by .gitignore; GPU_PACK_DIR for tests
@@ -70,7 +74,7 @@ EOF
 
 run() {
     [ -d "$PACK/datasets/train" ] || { echo "no $PACK: run 'bash $0 prepare' before the device call" >&2; exit 2; }
-    local out="${OUT:-runs/gpu_session}"
+    local out="${OUT:-runs/gpu_session}" began=$SECONDS
     mkdir -p "$out"
     export SR_SHARED_DIR="$PWD/$PACK" PYTHONUNBUFFERED=1
     {
@@ -80,36 +84,71 @@ run() {
                                    torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU seen')"
         echo "== training step (bench_train.py)"
         # shellcheck disable=SC2086  # BENCH_ARGS / INFER_ARGS: extra flags, for a dry run here
-        python3 benchmarks/bench_train.py --models edsr_baseline,rcan --workers 8 \
+        timeout "${BENCH_TIMEOUT_S:-240}" python3 benchmarks/bench_train.py --models edsr_baseline,rcan --workers 8 \
             --data-root "$PACK/datasets/train" --hr-dirs T91,BSD200 ${BENCH_ARGS:-} || echo "bench_train failed (rc $?)"
         echo "== inference (bench_inference.py, random weights)"
-        python3 benchmarks/bench_inference.py --device cuda --models edsr_baseline,rcan,srresnet --size 512 \
+        timeout "${BENCH_TIMEOUT_S:-240}" python3 benchmarks/bench_inference.py --device cuda --models edsr_baseline,rcan,srresnet --size 512 \
             --repeat 2 --skip memory,overhead \
             ${INFER_ARGS:-} || echo "bench_inference failed (rc $?)"
-        if [ $# -ge 2 ]; then
-            local model=$1 minutes=$2
-            shift 2
-            echo "== training $model x4 for $minutes min"
-            python3 -m sr.train --config "configs/$model.yaml" model.scale=4 data.workers=8 \
-                "train.max_minutes=$minutes" "$@" --run-dir "$out/run" --no-progress \
-                || echo "training failed (rc $?)"
-        fi
     } 2>&1 | tee "$out/gpu_session.log"
-    [ -d "$out/run" ] || return 0
-    # What comes back is at most 8 files of 16 MiB each, 64 MiB together: drop the
-    # optimiser state, and for a large model also the best-on-validation copy and the
-    # config (both are in final.safetensors' metadata), then split what is still too big.
-    rm -f "$out/run/last.pt"
-    if [ -n "$(find "$out/run" -type f -size +15M)" ]; then
-        rm -f "$out/run/best.safetensors" "$out/run/config.yaml"
-    fi
-    find "$out/run" -type f -size +15M | while read -r f; do
-        split -b 15M -d "$f" "$f.part-" && rm "$f"
+    [ $# -ge 2 ] || return 0
+
+    # Training specs, separated by "--", run side by side on the one GPU.
+    local -a specs=() spec=()
+    local arg
+    for arg in "$@"; do
+        if [ "$arg" = "--" ]; then specs+=("${spec[*]@Q}"); spec=(); else spec+=("$arg"); fi
     done
+    [ ${#spec[@]} -eq 0 ] || specs+=("${spec[*]@Q}")
+    local n=${#specs[@]}
+    # "auto" steps: the bench's edsr_baseline it/s (default step, GPU to itself), shared by
+    # the n runs, over the run's minutes, times AUTO_STEPS_SHARE for start-up and validation.
+    local its
+    its=$(awk '$1 == "edsr_baseline" && $3 == "default" {print $6; exit}' "$out/gpu_session.log")
+    local -a pids=() dirs=()
+    local s model minutes steps left
+    for s in "${specs[@]}"; do
+        eval "spec=($s)"
+        model=${spec[0]} minutes=${spec[1]}
+        spec=("${spec[@]:2}")
+        if [ "$minutes" = auto ]; then  # until GPU_DEADLINE_S after the start, less a margin for export
+            left=$(( ${GPU_DEADLINE_S:-540} - (SECONDS - began) - ${GPU_EXPORT_MARGIN_S:-45} ))
+            minutes=$(python3 -c "print(round(max($left, 30) / 60, 2))")
+        fi
+        local -a extra=()
+        if [[ " ${spec[*]} " == *" train.steps=auto "* ]]; then
+            steps=$(python3 -c "print(max(100, int(${its:-${AUTO_STEPS_FALLBACK_ITS:-20}} * $minutes * 60 * ${AUTO_STEPS_SHARE:-0.8} / $n) // 100 * 100))")
+            spec=("${spec[@]/#train.steps=auto/train.steps=$steps}")
+            extra=("val.every=$(( steps / 8 ))" "train.ckpt_every=$(( steps / 4 ))")
+        fi
+        local dir="$out/run_$model"
+        echo "== training $model x4 for $minutes min: ${spec[*]} ${extra[*]}" | tee -a "$out/gpu_session.log"
+        python3 -m sr.train --config "configs/$model.yaml" model.scale=4 "data.workers=$(( 12 / n ))" \
+            "train.threads=$(( 8 / n ))" "train.max_minutes=$minutes" "${extra[@]}" "${spec[@]}" \
+            --run-dir "$dir" --no-progress > "$out/train_$model.log" 2>&1 &
+        pids+=($!) dirs+=("$dir")
+    done
+    local pid
+    for pid in "${pids[@]}"; do wait "$pid" || echo "a training failed (rc $?)" >> "$out/gpu_session.log"; done
+    for model in "$out"/train_*.log; do
+        { echo "== $model"; cat "$model"; } >> "$out/gpu_session.log" && rm "$model"
+    done
+    # What comes back is at most 8 files of 16 MiB each, 64 MiB together: keep each run's
+    # exported weights (the config and the scores are in their metadata) and its CSV logs,
+    # and split what is still too big.
+    for dir in "${dirs[@]}"; do
+        [ -d "$dir" ] || continue
+        rm -f "$dir/last.pt" "$dir/config.yaml"
+        [ ! -f "$dir/final.safetensors" ] || rm -f "$dir/best.safetensors"
+        find "$dir" -type f -size +15M | while read -r f; do
+            split -b 15M -d "$f" "$f.part-" && rm "$f"
+        done
+    done
+    echo "== done after $(( SECONDS - began )) s" | tee -a "$out/gpu_session.log"
 }
 
 case "${1:-}" in
     prepare) prepare ;;
     run) shift; run "$@" ;;
-    *) echo "usage: bash $0 prepare | run [MODEL MINUTES [key=value ...]]" >&2; exit 2 ;;
+    *) echo "usage: bash $0 prepare | run [MODEL MINUTES [key=value ...] [-- MODEL MINUTES ...]]" >&2; exit 2 ;;
 esac
