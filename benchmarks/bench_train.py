@@ -6,7 +6,8 @@ For each model it runs the loop twice in one process: as the trainer runs it by 
 fp32 NCHW without AMP (PyTorch's defaults otherwise), and prints iterations/s,
 images/s, the share of the wall time spent waiting for the data loader, achieved
 model TFLOP/s and, on a known GPU, the model FLOP utilisation (MFU: forward FLOPs x 3
-per step over the GPU's dense bf16 peak).
+per step over the GPU's dense bf16 peak), and the operators the host dispatches per step
+with the step time per operator (one profiled step, not timed).
 
     python benchmarks/bench_train.py                      # GPU: batch 16, LR patch 48
     python benchmarks/bench_train.py --steps 6 --warmup 2 --batch 4 --patch 24   # quick CPU run
@@ -73,8 +74,24 @@ def model_flops_per_step(trainer: Trainer, batch) -> float:
     return 3.0 * counter.get_total_flops()
 
 
+def host_ops_per_step(trainer: Trainer, batch, step: int) -> int:
+    """PyTorch operators the host dispatches for one training step, backward included
+    (outermost aten calls only). When the step time divided by this count is near the
+    ~10 us an eager op costs on the host, the GPU waits for Python and dispatch, not for
+    maths: AMP cannot speed such a step up, fusing (torch.compile) can."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer.train_step(batch, step)
+    sync(trainer.device)
+
+    def is_aten(event) -> bool:
+        return event is not None and event.name.startswith("aten::")
+    return sum(1 for e in prof.events() if is_aten(e) and not is_aten(e.cpu_parent))
+
+
 def measure(recipe: Path, overrides: list[str], steps: int, warmup: int, run_dir: Path) -> dict:
-    cfg = load_config(recipe, overrides + [f"train.steps={warmup + steps}"])
+    cfg = load_config(recipe, overrides + [f"train.steps={warmup + 1 + steps}"])
     trainer = Trainer(cfg, run_dir, resume=False, progress=False)
     try:
         dev = trainer.device
@@ -84,10 +101,11 @@ def measure(recipe: Path, overrides: list[str], steps: int, warmup: int, run_dir
         trainer.train_step(first, 0)
         for i in range(1, warmup):
             trainer.train_step(next(loader), i)
+        ops = host_ops_per_step(trainer, next(loader), warmup)
         sync(dev)
         wait = 0.0
         start = time.perf_counter()
-        for i in range(warmup, warmup + steps):
+        for i in range(warmup + 1, warmup + 1 + steps):
             t0 = time.perf_counter()
             batch = next(loader)
             wait += time.perf_counter() - t0
@@ -97,6 +115,7 @@ def measure(recipe: Path, overrides: list[str], steps: int, warmup: int, run_dir
         batch_size = int(cfg["data"]["batch"])
         return {"it_s": steps / wall, "img_s": steps * batch_size / wall, "wait": wait / wall,
                 "tflops": flops * steps / wall / 1e12, "device": dev,
+                "ops": ops, "us_per_op": 1e6 * wall / steps / ops,
                 "amp": str(trainer.amp_dtype).removeprefix("torch.") if trainer.amp_dtype else "off",
                 "channels_last": trainer.channels_last}
     finally:
@@ -139,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"train.compile={str(args.compile).lower()}"],
                  "plain fp32": ["train.amp=off", "train.channels_last=false", "train.compile=false"]}
         print(f"{'model':<18} {'mode':<11} {'amp':<9} {'NHWC':<5} {'it/s':>8} {'img/s':>9} "
-              f"{'data wait':>9} {'TFLOP/s':>8} {'MFU':>6}")
+              f"{'data wait':>9} {'TFLOP/s':>8} {'MFU':>6} {'ops/step':>8} {'us/op':>6}")
         for name in args.models.split(","):
             recipe = PROJECT_ROOT / "configs" / f"{name}.yaml"
             results = {}
@@ -149,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                 peak = args.peak_tflops or peak_tflops(r["device"])
                 mfu = f"{100 * r['tflops'] / peak:5.1f}%" if peak else "    -"
                 print(f"{name + f' x{args.scale}':<18} {mode:<11} {r['amp']:<9} {str(r['channels_last']):<5} "
-                      f"{r['it_s']:8.2f} {r['img_s']:9.1f} {100 * r['wait']:8.1f}% {r['tflops']:8.3f} {mfu:>6}")
+                      f"{r['it_s']:8.2f} {r['img_s']:9.1f} {100 * r['wait']:8.1f}% {r['tflops']:8.3f} {mfu:>6} "
+                      f"{r['ops']:8d} {r['us_per_op']:6.1f}")
             speedup = results["default"]["it_s"] / results["plain fp32"]["it_s"]
             print(f"{'':<18} speed-up of the default step over plain fp32 NCHW: {speedup:.2f}x")
         dev = results["default"]["device"]

@@ -22,6 +22,7 @@
 #        rough guess, shared by the runs; validation 8 times). Each run's exported weights
 #        and CSV logs come back (files over 15 MiB are split: rejoin with
 #        `cat final.safetensors.part-* > final.safetensors`); its console output is in the log.
+#        GPU_SKIP_BENCH=1 skips steps 2 and 3 (auto steps then assume AUTO_STEPS_FALLBACK_ITS).
 #     Everything printed is also saved as $OUT/gpu_session.log.
 # Dry run here (tiny settings, CPU):  OUT=/tmp/gpu BENCH_ARGS="--steps 2 --warmup 1 --batch 2
 #     --patch 16 --models espcn" INFER_ARGS="--device cpu --models espcn --size 64 --repeat 1"
@@ -82,6 +83,7 @@ run() {
         nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || true
         python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
                                    torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU seen')"
+        if [ -n "${GPU_SKIP_BENCH:-}" ]; then echo "== benchmarks skipped (GPU_SKIP_BENCH)"; exit 0; fi
         echo "== training step (bench_train.py)"
         # shellcheck disable=SC2086  # BENCH_ARGS / INFER_ARGS: extra flags, for a dry run here
         timeout "${BENCH_TIMEOUT_S:-240}" python3 benchmarks/bench_train.py --models edsr_baseline,rcan --workers 8 \
@@ -138,7 +140,7 @@ run() {
     # and split what is still too big.
     for dir in "${dirs[@]}"; do
         [ -d "$dir" ] || continue
-        rm -f "$dir/last.pt" "$dir/config.yaml"
+        rm -rf "$dir/last.pt" "$dir/config.yaml" "$dir/tb"
         [ ! -f "$dir/final.safetensors" ] || rm -f "$dir/best.safetensors"
         find "$dir" -type f -size +15M | while read -r f; do
             split -b 15M -d "$f" "$f.part-" && rm "$f"
