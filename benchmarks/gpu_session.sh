@@ -77,7 +77,8 @@ run() {
     [ -d "$PACK/datasets/train" ] || { echo "no $PACK: run 'bash $0 prepare' before the device call" >&2; exit 2; }
     local out="${OUT:-runs/gpu_session}" began=$SECONDS
     mkdir -p "$out"
-    export SR_SHARED_DIR="$PWD/$PACK" PYTHONUNBUFFERED=1
+    SR_SHARED_DIR=$(cd "$PACK" && pwd)
+    export SR_SHARED_DIR PYTHONUNBUFFERED=1
     {
         echo "== $(date -u +%FT%TZ) $(hostname)"
         nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || true

@@ -1,6 +1,7 @@
 """benchmarks/gpu_session.sh: the packing half runs here; the run half needs a GPU machine
 (its dry run with tiny settings is in the script's header)."""
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -47,3 +48,26 @@ def test_run_without_a_pack_and_unknown_verbs_say_what_to_do(tmp_path):
     assert done.returncode == 2 and "prepare" in done.stderr
     done = _bash("train")
     assert done.returncode == 2 and "usage" in done.stderr
+
+
+def test_run_trains_several_recipes_side_by_side_and_keeps_what_comes_back(tmp_path):
+    pack = tmp_path / "pack"
+    write_images(pack / "datasets" / "train" / "T91", [(40, 40)] * 3, seed=1)
+    out = tmp_path / "out"
+    tiny = ["val.dataset=null", "data.hr_dirs=[T91]", "data.patch=8", "data.batch=2", "train.ema=0"]
+    env = {"GPU_PACK_DIR": str(pack), "OUT": str(out), "GPU_SKIP_BENCH": "1", "GPU_DEADLINE_S": "200",
+           "AUTO_STEPS_FALLBACK_ITS": "1", "AUTO_STEPS_SHARE": "0.01", "CUDA_VISIBLE_DEVICES": ""}
+    done = _bash("run", "espcn", "0.5", "train.steps=3", *tiny, "--", "fsrcnn", "auto", "train.steps=auto", *tiny,
+                 env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = (out / "gpu_session.log").read_text()
+    assert "benchmarks skipped" in log
+    # auto minutes: until the deadline less the export margin; auto steps: the floor of 100
+    line = next(x for x in log.splitlines() if x.startswith("== training fsrcnn"))
+    assert re.match(r"== training fsrcnn x4 for 2\.\d+ min: train\.steps=100 ", line), line
+    assert line.endswith("val.every=12 train.ckpt_every=25")
+    for model, steps in (("espcn", 3), ("fsrcnn", 100)):
+        run = out / f"run_{model}"
+        assert sorted(p.name for p in run.iterdir()) == ["final.safetensors", "train.csv", "val.csv"]
+        assert f"\n{steps}," in (run / "train.csv").read_text()
+    assert not list(out.glob("train_*.log"))  # folded into gpu_session.log
