@@ -13,7 +13,8 @@
 #     1. GPU, driver and torch versions;
 #     2. benchmarks/bench_train.py: edsr_baseline and rcan x4 at batch 16, LR patch 48, the
 #        trainer's default step (bf16 autocast, channels_last) against plain fp32 NCHW in
-#        one process: it/s, images/s, data-wait share, MFU;
+#        one process: it/s, images/s, data-wait share, MFU, host operators per step; then
+#        edsr_baseline again with torch.compile (GPU_BENCH_COMPILE= skips it);
 #     3. benchmarks/bench_inference.py speed table on the GPU (random weights, the large models);
 #     4. optionally trains MODEL (a recipe in configs/, x4) for MINUTES of wall time into
 #        $OUT/run_MODEL, several side by side when separated by "--"; MINUTES "auto" runs
@@ -89,6 +90,15 @@ run() {
         # shellcheck disable=SC2086  # BENCH_ARGS / INFER_ARGS: extra flags, for a dry run here
         timeout "${BENCH_TIMEOUT_S:-240}" python3 benchmarks/bench_train.py --models edsr_baseline,rcan --workers 8 \
             --data-root "$PACK/datasets/train" --hr-dirs T91,BSD200 ${BENCH_ARGS:-} || echo "bench_train failed (rc $?)"
+        # The 2026-12-04 H200 run found the step bound by host dispatch (about 10 us per
+        # operator, MFU under 4%): measure what torch.compile's fusion buys (GPU_BENCH_COMPILE=
+        # empty skips it; compile time falls in the warm-up steps, not the timed ones).
+        if [ -n "${GPU_BENCH_COMPILE-1}" ]; then
+            echo "== training step with torch.compile (bench_train.py --compile)"
+            timeout "${BENCH_TIMEOUT_S:-240}" python3 benchmarks/bench_train.py --models edsr_baseline --compile \
+                --warmup 20 --workers 8 --data-root "$PACK/datasets/train" --hr-dirs T91,BSD200 ${BENCH_ARGS:-} \
+                || echo "bench_train --compile failed (rc $?)"
+        fi
         echo "== inference (bench_inference.py, random weights)"
         timeout "${BENCH_TIMEOUT_S:-240}" python3 benchmarks/bench_inference.py --device cuda --models edsr_baseline,rcan,srresnet --size 512 \
             --repeat 2 --skip memory,overhead \
