@@ -74,6 +74,31 @@ EOF
     fi
 }
 
+start_training() {  # MODEL MINUTES [key=value ...], in the background; called by run
+    local model=$1 minutes=$2 steps left
+    shift 2
+    local -a spec=("$@") extra=()
+    if [ "$minutes" = auto ]; then  # until GPU_DEADLINE_S after the start, less a margin for export
+        left=$(( ${GPU_DEADLINE_S:-540} - (SECONDS - began) - ${GPU_EXPORT_MARGIN_S:-45} ))
+        minutes=$(python3 -c "print(round(max($left, 30) / 60, 2))")
+    fi
+    if [[ " ${spec[*]} " == *" train.steps=auto "* ]]; then
+        steps=$(python3 -c "print(max(100, int(${its:-${AUTO_STEPS_FALLBACK_ITS:-20}} * $minutes * 60 * ${AUTO_STEPS_SHARE:-0.8} / $n) // 100 * 100))")
+        spec=("${spec[@]/#train.steps=auto/train.steps=$steps}")
+        extra=("val.every=$(( steps / 8 ))" "train.ckpt_every=$(( steps / 4 ))")
+    fi
+    local dir="$out/run_$model"
+    echo "== training $model x4 for $minutes min: ${spec[*]} ${extra[*]}" | tee -a "$out/gpu_session.log"
+    python3 -m sr.train --config "configs/$model.yaml" model.scale=4 "data.workers=$(( 12 / n ))" \
+        "train.threads=$(( 8 / n ))" "train.max_minutes=$minutes" "${extra[@]}" "${spec[@]}" \
+        --run-dir "$dir" --no-progress > "$out/train_$model.log" 2>&1 &
+    pids+=($!) dirs+=("$dir")
+}
+
+bench() {  # a benchmark that may fail or hang without costing the trainings after it
+    timeout "${BENCH_TIMEOUT_S:-240}" python3 "$@" || echo "${1##*/} failed (rc $?)"
+}
+
 run() {
     [ -d "$PACK/datasets/train" ] || { echo "no $PACK: run 'bash $0 prepare' before the device call" >&2; exit 2; }
     local out="${OUT:-runs/gpu_session}" began=$SECONDS
@@ -87,64 +112,40 @@ run() {
                                    torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU seen')"
         if [ -n "${GPU_SKIP_BENCH:-}" ]; then echo "== benchmarks skipped (GPU_SKIP_BENCH)"; exit 0; fi
         echo "== training step (bench_train.py)"
+        local -a data=(--workers 8 --data-root "$PACK/datasets/train" --hr-dirs T91,BSD200)
         # shellcheck disable=SC2086  # BENCH_ARGS / INFER_ARGS: extra flags, for a dry run here
-        timeout "${BENCH_TIMEOUT_S:-240}" python3 benchmarks/bench_train.py --models edsr_baseline,rcan --workers 8 \
-            --data-root "$PACK/datasets/train" --hr-dirs T91,BSD200 ${BENCH_ARGS:-} || echo "bench_train failed (rc $?)"
+        bench benchmarks/bench_train.py --models edsr_baseline,rcan "${data[@]}" ${BENCH_ARGS:-}
         # The 2026-12-04 H200 run found the step bound by host dispatch (about 10 us per
         # operator, MFU under 4%): measure what torch.compile's fusion buys (GPU_BENCH_COMPILE=
         # empty skips it; compile time falls in the warm-up steps, not the timed ones).
         if [ -n "${GPU_BENCH_COMPILE-1}" ]; then
             echo "== training step with torch.compile (bench_train.py --compile)"
-            timeout "${BENCH_TIMEOUT_S:-240}" python3 benchmarks/bench_train.py --models edsr_baseline --compile \
-                --warmup 20 --workers 8 --data-root "$PACK/datasets/train" --hr-dirs T91,BSD200 ${BENCH_ARGS:-} \
-                || echo "bench_train --compile failed (rc $?)"
+            bench benchmarks/bench_train.py --compile --models edsr_baseline --warmup 20 "${data[@]}" ${BENCH_ARGS:-}
         fi
         echo "== inference (bench_inference.py, random weights)"
-        timeout "${BENCH_TIMEOUT_S:-240}" python3 benchmarks/bench_inference.py --device cuda --models edsr_baseline,rcan,srresnet --size 512 \
-            --repeat 2 --skip memory,overhead \
-            ${INFER_ARGS:-} || echo "bench_inference failed (rc $?)"
+        bench benchmarks/bench_inference.py --device cuda --models edsr_baseline,rcan,srresnet --size 512 \
+            --repeat 2 --skip memory,overhead ${INFER_ARGS:-}
     } 2>&1 | tee "$out/gpu_session.log"
     [ $# -ge 2 ] || return 0
 
     # Training specs, separated by "--", run side by side on the one GPU.
-    local -a specs=() spec=()
-    local arg
-    for arg in "$@"; do
-        if [ "$arg" = "--" ]; then specs+=("${spec[*]@Q}"); spec=(); else spec+=("$arg"); fi
-    done
-    [ ${#spec[@]} -eq 0 ] || specs+=("${spec[*]@Q}")
-    local n=${#specs[@]}
+    local n=1 arg
+    for arg in "$@"; do [ "$arg" != "--" ] || n=$(( n + 1 )); done
     # "auto" steps: the bench's edsr_baseline it/s (default step, GPU to itself), shared by
     # the n runs, over the run's minutes, times AUTO_STEPS_SHARE for start-up and validation.
     local its
     its=$(awk '$1 == "edsr_baseline" && $3 == "default" {print $6; exit}' "$out/gpu_session.log")
-    local -a pids=() dirs=()
-    local s model minutes steps left
-    for s in "${specs[@]}"; do
-        eval "spec=($s)"
-        model=${spec[0]} minutes=${spec[1]}
-        spec=("${spec[@]:2}")
-        if [ "$minutes" = auto ]; then  # until GPU_DEADLINE_S after the start, less a margin for export
-            left=$(( ${GPU_DEADLINE_S:-540} - (SECONDS - began) - ${GPU_EXPORT_MARGIN_S:-45} ))
-            minutes=$(python3 -c "print(round(max($left, 30) / 60, 2))")
-        fi
-        local -a extra=()
-        if [[ " ${spec[*]} " == *" train.steps=auto "* ]]; then
-            steps=$(python3 -c "print(max(100, int(${its:-${AUTO_STEPS_FALLBACK_ITS:-20}} * $minutes * 60 * ${AUTO_STEPS_SHARE:-0.8} / $n) // 100 * 100))")
-            spec=("${spec[@]/#train.steps=auto/train.steps=$steps}")
-            extra=("val.every=$(( steps / 8 ))" "train.ckpt_every=$(( steps / 4 ))")
-        fi
-        local dir="$out/run_$model"
-        echo "== training $model x4 for $minutes min: ${spec[*]} ${extra[*]}" | tee -a "$out/gpu_session.log"
-        python3 -m sr.train --config "configs/$model.yaml" model.scale=4 "data.workers=$(( 12 / n ))" \
-            "train.threads=$(( 8 / n ))" "train.max_minutes=$minutes" "${extra[@]}" "${spec[@]}" \
-            --run-dir "$dir" --no-progress > "$out/train_$model.log" 2>&1 &
-        pids+=($!) dirs+=("$dir")
+    local -a pids=() dirs=() spec=()
+    for arg in "$@" --; do
+        if [ "$arg" != "--" ]; then spec+=("$arg"); continue; fi
+        start_training "${spec[@]}"
+        spec=()
     done
     local pid
     for pid in "${pids[@]}"; do wait "$pid" || echo "a training failed (rc $?)" >> "$out/gpu_session.log"; done
-    for model in "$out"/train_*.log; do
-        { echo "== $model"; cat "$model"; } >> "$out/gpu_session.log" && rm "$model"
+    local log dir
+    for log in "$out"/train_*.log; do
+        { echo "== $log"; cat "$log"; } >> "$out/gpu_session.log" && rm "$log"
     done
     # What comes back is at most 8 files of 16 MiB each, 64 MiB together: keep each run's
     # exported weights (the config and the scores are in their metadata) and its CSV logs,

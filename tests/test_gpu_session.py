@@ -1,5 +1,5 @@
-"""benchmarks/gpu_session.sh: the packing half runs here; the run half needs a GPU machine
-(its dry run with tiny settings is in the script's header)."""
+"""benchmarks/gpu_session.sh: packing, and the training half of `run` with the benchmarks
+skipped (they need a GPU machine; their dry run with tiny settings is in the script's header)."""
 import os
 import re
 import subprocess
