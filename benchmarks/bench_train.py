@@ -2,12 +2,13 @@
 forward, backward, optimiser) for EDSR-baseline x4 and RCAN x4.
 
 For each model it runs the loop twice in one process: as the trainer runs it by default
-(AMP bf16/fp16 and channels_last on a GPU; torch.compile with --compile) and as plain
+(AMP bf16/fp16 and channels_last on a GPU; torch.compile with --compile [MODE]) and as plain
 fp32 NCHW without AMP (PyTorch's defaults otherwise), and prints iterations/s,
 images/s, the share of the wall time spent waiting for the data loader, achieved
 model TFLOP/s and, on a known GPU, the model FLOP utilisation (MFU: forward FLOPs x 3
-per step over the GPU's dense bf16 peak), and the operators the host dispatches per step
-with the step time per operator (one profiled step, not timed).
+per step over the GPU's dense bf16 peak), the operators the host dispatches per step
+with the step time per operator, and on a GPU the share of the step time its kernels run
+("GPU busy"; the last two from one profiled step, not timed).
 
     python benchmarks/bench_train.py                      # GPU: batch 16, LR patch 48
     python benchmarks/bench_train.py --steps 6 --warmup 2 --batch 4 --patch 24   # quick CPU run
@@ -74,20 +75,31 @@ def model_flops_per_step(trainer: Trainer, batch) -> float:
     return 3.0 * counter.get_total_flops()
 
 
-def host_ops_per_step(trainer: Trainer, batch, step: int) -> int:
-    """PyTorch operators the host dispatches for one training step, backward included
-    (outermost aten calls only). When the step time divided by this count is near the
-    ~10 us an eager op costs on the host, the GPU waits for Python and dispatch, not for
-    maths: AMP cannot speed such a step up, fusing (torch.compile) can."""
+def profile_step(trainer: Trainer, batch, step: int) -> tuple[int, float | None]:
+    """One profiled training step: the PyTorch operators the host dispatches, backward
+    included (outermost aten calls only), and on a GPU the seconds its kernels ran.
+
+    The two tell what bounds the step. Kernel time near the step time: the GPU is busy,
+    and only cheaper maths (AMP) or fewer, larger kernels help. Kernel time well below it:
+    the GPU waits for the host, and the step time per operator is the eager dispatch
+    cost (~10 us); fusing (torch.compile) or CUDA graphs (compile mode reduce-overhead)
+    help, AMP cannot."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    cuda = trainer.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
         trainer.train_step(batch, step)
-    sync(trainer.device)
+        sync(trainer.device)
 
     def is_aten(event) -> bool:
         return event is not None and event.name.startswith("aten::")
-    return sum(1 for e in prof.events() if is_aten(e) and not is_aten(e.cpu_parent))
+    ops = sum(1 for e in prof.events() if is_aten(e) and not is_aten(e.cpu_parent))
+    if not cuda:
+        return ops, None
+    # Each kernel's time is "self" device time of exactly one entry, so the sum counts it once.
+    kernel_us = sum(avg.self_device_time_total for avg in prof.key_averages())
+    return ops, kernel_us / 1e6
 
 
 def measure(recipe: Path, overrides: list[str], steps: int, warmup: int, run_dir: Path) -> dict:
@@ -101,7 +113,7 @@ def measure(recipe: Path, overrides: list[str], steps: int, warmup: int, run_dir
         trainer.train_step(first, 0)
         for i in range(1, warmup):
             trainer.train_step(next(loader), i)
-        ops = host_ops_per_step(trainer, next(loader), warmup)
+        ops, kernel_s = profile_step(trainer, next(loader), warmup)
         sync(dev)
         wait = 0.0
         start = time.perf_counter()
@@ -116,6 +128,7 @@ def measure(recipe: Path, overrides: list[str], steps: int, warmup: int, run_dir
         return {"it_s": steps / wall, "img_s": steps * batch_size / wall, "wait": wait / wall,
                 "tflops": flops * steps / wall / 1e12, "device": dev,
                 "ops": ops, "us_per_op": 1e6 * wall / steps / ops,
+                "gpu_busy": None if kernel_s is None else kernel_s * steps / wall,
                 "amp": str(trainer.amp_dtype).removeprefix("torch.") if trainer.amp_dtype else "off",
                 "channels_last": trainer.channels_last}
     finally:
@@ -134,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--data-root", help="folder holding --hr-dirs")
     p.add_argument("--hr-dirs", default="T91,BSD200", help="comma-separated HR folders under --data-root")
-    p.add_argument("--compile", action="store_true", help="torch.compile the optimised configuration")
+    p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                   help="torch.compile the optimised configuration (MODE: default, reduce-overhead "
+                        "for CUDA graphs too, max-autotune, ...)")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
                    help="AMP of the optimised configuration (auto: the trainer's default; "
                         "bf16 measures the CPU's bf16 path)")
@@ -154,11 +169,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"data.root={root}", f"data.hr_dirs=[{','.join(dirs)}]", f"data.workers={args.workers}",
                   "init.from=null", "val.dataset=null", "train.ckpt_every=0", "train.ema=0",
                   f"train.threads={args.threads or 'null'}"]
-        modes = {"default": [f"train.amp={args.amp}", f"train.channels_last={args.channels_last}",
-                             f"train.compile={str(args.compile).lower()}"],
+        fast = "compiled" if args.compile else "default"
+        modes = {fast: [f"train.amp={args.amp}", f"train.channels_last={args.channels_last}",
+                             f"train.compile={args.compile or 'false'}"],
                  "plain fp32": ["train.amp=off", "train.channels_last=false", "train.compile=false"]}
         print(f"{'model':<18} {'mode':<11} {'amp':<9} {'NHWC':<5} {'it/s':>8} {'img/s':>9} "
-              f"{'data wait':>9} {'TFLOP/s':>8} {'MFU':>6} {'ops/step':>8} {'us/op':>6}")
+              f"{'data wait':>9} {'TFLOP/s':>8} {'MFU':>6} {'ops/step':>8} {'us/op':>6} {'GPU busy':>8}")
         for name in args.models.split(","):
             recipe = PROJECT_ROOT / "configs" / f"{name}.yaml"
             results = {}
@@ -169,12 +185,16 @@ def main(argv: list[str] | None = None) -> int:
                 mfu = f"{100 * r['tflops'] / peak:5.1f}%" if peak else "    -"
                 print(f"{name + f' x{args.scale}':<18} {mode:<11} {r['amp']:<9} {str(r['channels_last']):<5} "
                       f"{r['it_s']:8.2f} {r['img_s']:9.1f} {100 * r['wait']:8.1f}% {r['tflops']:8.3f} {mfu:>6} "
-                      f"{r['ops']:8d} {r['us_per_op']:6.1f}")
-            speedup = results["default"]["it_s"] / results["plain fp32"]["it_s"]
-            print(f"{'':<18} speed-up of the default step over plain fp32 NCHW: {speedup:.2f}x")
-        dev = results["default"]["device"]
+                      f"{r['ops']:8d} {r['us_per_op']:6.1f} "
+                      + (f"{100 * r['gpu_busy']:7.1f}%" if r["gpu_busy"] is not None else f"{'-':>8}"))
+            speedup = results[fast]["it_s"] / results["plain fp32"]["it_s"]
+            print(f"{'':<18} speed-up of the {fast} step over plain fp32 NCHW: {speedup:.2f}x")
+        dev = results[fast]["device"]
         same = dev.type != "cuda" and args.amp in ("auto", "off") and args.channels_last in ("auto", "false")
-        where = (torch.cuda.get_device_name(dev) if dev.type == "cuda" else
+        # "Plain fp32" is PyTorch's default: on a GPU, cuDNN already runs convolutions in TF32.
+        where = (f"{torch.cuda.get_device_name(dev)} (cuDNN TF32 convolutions "
+                 f"{'on' if torch.backends.cudnn.allow_tf32 else 'off'} in plain fp32)"
+                 + (f"; compile mode {args.compile}" if args.compile else "") if dev.type == "cuda" else
                  f"CPU, {args.threads or torch.get_num_threads()} threads" +
                  (" (AMP and channels_last are off on the CPU by default, so both rows run the same step; "
                   "--amp bf16 --channels-last true measures the bf16 path)" if same else ""))

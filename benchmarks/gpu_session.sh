@@ -13,8 +13,9 @@
 #     1. GPU, driver and torch versions;
 #     2. benchmarks/bench_train.py: edsr_baseline and rcan x4 at batch 16, LR patch 48, the
 #        trainer's default step (bf16 autocast, channels_last) against plain fp32 NCHW in
-#        one process: it/s, images/s, data-wait share, MFU, host operators per step; then
-#        edsr_baseline again with torch.compile (GPU_BENCH_COMPILE= skips it);
+#        one process: it/s, images/s, data-wait share, MFU, host operators per step and the
+#        share of the step the GPU's kernels run; then edsr_baseline again under torch.compile
+#        in mode GPU_BENCH_COMPILE (default reduce-overhead: fusion and CUDA graphs; empty skips it);
 #     3. benchmarks/bench_inference.py speed table on the GPU (random weights, the large models);
 #     4. optionally trains MODEL (a recipe in configs/, x4) for MINUTES of wall time into
 #        $OUT/run_MODEL, several side by side when separated by "--"; MINUTES "auto" runs
@@ -115,12 +116,13 @@ run() {
         local -a data=(--workers 8 --data-root "$PACK/datasets/train" --hr-dirs T91,BSD200)
         # shellcheck disable=SC2086  # BENCH_ARGS / INFER_ARGS: extra flags, for a dry run here
         bench benchmarks/bench_train.py --models edsr_baseline,rcan "${data[@]}" ${BENCH_ARGS:-}
-        # The 2026-12-04 H200 run found the step bound by host dispatch (about 10 us per
-        # operator, MFU under 4%): measure what torch.compile's fusion buys (GPU_BENCH_COMPILE=
-        # empty skips it; compile time falls in the warm-up steps, not the timed ones).
-        if [ -n "${GPU_BENCH_COMPILE-1}" ]; then
-            echo "== training step with torch.compile (bench_train.py --compile)"
-            bench benchmarks/bench_train.py --compile --models edsr_baseline --warmup 20 "${data[@]}" ${BENCH_ARGS:-}
+        # The 2026-12-04 H200 run found AMP no faster (MFU under 4%): many small kernels
+        # or host dispatch bound that step, and compiling with CUDA graphs addresses both
+        # (compile time falls in the warm-up steps, not the timed ones).
+        local mode="${GPU_BENCH_COMPILE-reduce-overhead}"
+        if [ -n "$mode" ]; then
+            echo "== training step with torch.compile (bench_train.py --compile $mode)"
+            bench benchmarks/bench_train.py --compile "$mode" --models edsr_baseline --warmup 20 "${data[@]}" ${BENCH_ARGS:-}
         fi
         echo "== inference (bench_inference.py, random weights)"
         bench benchmarks/bench_inference.py --device cuda --models edsr_baseline,rcan,srresnet --size 512 \

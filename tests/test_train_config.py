@@ -89,6 +89,7 @@ def test_overrides_apply_to_nested_keys(tmp_path):
     ("train.steps=0", "train.steps must be a positive integer"),
     ("no_equals_sign", "section.key=value"),
     ("train.export=ema", "needs train.ema"),
+    ("train.compile=fast", "train.compile must be one of"),
 ])
 def test_bad_overrides_are_clear_errors(tmp_path, override, message):
     recipe = tmp_path / "r.yaml"

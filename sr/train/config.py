@@ -80,7 +80,8 @@ DEFAULTS: dict[str, Any] = {
         "y_channel": "auto",     # train Y-channel models on luma (as their papers did)
         "amp": "auto",           # auto (bf16 or fp16 on CUDA, off on CPU), bf16, fp16, off
         "channels_last": "auto", # auto = on CUDA
-        "compile": False,
+        "compile": False,        # true (inductor's default mode), false, or a torch.compile mode:
+                                 # reduce-overhead (adds CUDA graphs), max-autotune, ...
         "ema": 0.0,              # EMA decay; 0 = off
         "export": "auto",        # final weights: auto (ema if on, else best), best, last, ema
         "log_every": 50,
@@ -207,6 +208,8 @@ _CHOICES = {
     ("train", "export"): ("auto", "best", "last", "ema"),
     ("train", "y_channel"): ("auto", True, False),
     ("train", "channels_last"): ("auto", True, False),
+    ("train", "compile"): (False, True, "default", "reduce-overhead", "max-autotune",
+                           "max-autotune-no-cudagraphs"),
     **{("degrade", name, "at"): ("before", "after") for name in ("blur", "noise", "jpeg")},
 }
 

@@ -209,8 +209,9 @@ class Trainer:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             module = nn.parallel.DistributedDataParallel(module, device_ids=ids)
-        if self.cfg["train"]["compile"]:
-            module = torch.compile(module)
+        mode = self.cfg["train"]["compile"]
+        if mode:
+            module = torch.compile(module, mode=None if mode is True else mode)
         return module
 
     def _amp_dtype(self, amp: str) -> torch.dtype | None:
@@ -247,7 +248,7 @@ class Trainer:
     def _build_optim(self) -> None:
         o, t = self.cfg["optim"], self.cfg["train"]
         cls = torch.optim.AdamW if o["type"] == "adamw" else torch.optim.Adam
-        fused = {"fused": True} if self.device.type == "cuda" else {}
+        fused = {"fused": True}
         self.opt = cls(self.model.parameters(), lr=float(o["lr"]), betas=tuple(o["betas"]),
                        eps=float(o["eps"]), weight_decay=float(o["weight_decay"]), **fused)
         total = int(t["steps"])
