@@ -190,14 +190,16 @@ def main(argv: list[str] | None = None) -> int:
             speedup = results[fast]["it_s"] / results["plain fp32"]["it_s"]
             print(f"{'':<18} speed-up of the {fast} step over plain fp32 NCHW: {speedup:.2f}x")
         dev = results[fast]["device"]
-        same = dev.type != "cuda" and args.amp in ("auto", "off") and args.channels_last in ("auto", "false")
-        # "Plain fp32" is PyTorch's default: on a GPU, cuDNN already runs convolutions in TF32.
-        where = (f"{torch.cuda.get_device_name(dev)} (cuDNN TF32 convolutions "
-                 f"{'on' if torch.backends.cudnn.allow_tf32 else 'off'} in plain fp32)"
-                 + (f"; compile mode {args.compile}" if args.compile else "") if dev.type == "cuda" else
-                 f"CPU, {args.threads or torch.get_num_threads()} threads" +
-                 (" (AMP and channels_last are off on the CPU by default, so both rows run the same step; "
-                  "--amp bf16 --channels-last true measures the bf16 path)" if same else ""))
+        if dev.type == "cuda":
+            # "Plain fp32" is PyTorch's default: on a GPU, cuDNN already runs convolutions in TF32.
+            where = (f"{torch.cuda.get_device_name(dev)} (cuDNN TF32 convolutions "
+                     f"{'on' if torch.backends.cudnn.allow_tf32 else 'off'} in plain fp32)"
+                     + (f"; compile mode {args.compile}" if args.compile else ""))
+        else:
+            where = f"CPU, {args.threads or torch.get_num_threads()} threads"
+            if args.amp in ("auto", "off") and args.channels_last in ("auto", "false"):
+                where += (" (AMP and channels_last are off on the CPU by default, so both rows run the same "
+                          "step; --amp bf16 --channels-last true measures the bf16 path)")
         print(f"device: {where}; batch {args.batch}, LR patch {args.patch}, {args.steps} timed steps "
               f"after {args.warmup} warm-up steps, {args.workers} loader workers")
     return 0
