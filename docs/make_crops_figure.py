@@ -3,7 +3,10 @@
     python docs/make_crops_figure.py [--image Set14/baboon] [--box X Y SIZE] [--out docs/crops_x4.png]
 
 Panels: HR, bicubic (MATLAB-exact), then every model of --models that has bundled x4
-weights, each labelled with its Y-PSNR on the whole image (evaluation protocol). A
+weights, each labelled with its Y-PSNR on the whole image (evaluation protocol) and the
+fine detail of its crop against the HR crop's (``eval.metrics.detail_ratio``: 100% is as
+much high-frequency energy as HR, lower is smoother; PSNR says "closer", this says
+"sharper", and neither alone tells restored texture from invented texture). A
 model without bundled weights gets a grey panel that says so, so the figure never
 silently drops a row of the comparison. Inference is exact fp32, as in evaluation.
 """
@@ -20,7 +23,7 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from eval.datasets import load_benchmark  # noqa: E402
-from eval.metrics import evaluate_pair  # noqa: E402
+from eval.metrics import detail_ratio, evaluate_pair  # noqa: E402
 from sr.checkpoints import load_model  # noqa: E402
 from sr.errors import SRError  # noqa: E402
 from sr.inference import upscale  # noqa: E402
@@ -64,12 +67,17 @@ def main(argv=None) -> int:
         print(f"error: the box {x0},{y0}+{size} does not fit the {w}x{h} image", file=sys.stderr)
         return 2
 
-    def crop(img: torch.Tensor) -> Image.Image:
-        return _to_pil(img[..., y0:y0 + size, x0:x0 + size])
+    def region(img: torch.Tensor) -> torch.Tensor:
+        return img[..., y0:y0 + size, x0:x0 + size]
 
-    panels = [(crop(item.hr), "HR", f"{set_name} {image_name}")]
-    bic = imresize(item.lr, scale=scale)
-    panels.append((crop(bic), "bicubic", f"{evaluate_pair(bic, item.hr, scale)['psnr_y']:.2f} dB"))
+    def panel(out: torch.Tensor, title: str):
+        psnr = evaluate_pair(out, item.hr, scale)["psnr_y"]
+        # scale=1: a crop has no image border to drop beyond the one pixel this trims
+        detail = float(detail_ratio(region(out), region(item.hr), 1)[0])
+        return _to_pil(region(out)), title, f"{psnr:.2f} dB, detail {100 * detail:.0f}%"
+
+    panels = [(_to_pil(region(item.hr)), "HR", f"{set_name} {image_name}")]
+    panels.append(panel(imresize(item.lr, scale=scale), "bicubic"))
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         try:
             model = load_model(name, scale=scale)
@@ -77,8 +85,7 @@ def main(argv=None) -> int:
             panels.append((None, name, "no bundled x4 weights"))
             continue
         lr = item.lr.unsqueeze(0).float() / 255
-        out = upscale(model, lr, precision="fp32", device="cpu")
-        panels.append((crop(out), name, f"{evaluate_pair(out, item.hr, scale)['psnr_y']:.2f} dB"))
+        panels.append(panel(upscale(model, lr, precision="fp32", device="cpu"), name))
         print(f"{name}: {panels[-1][2]}", file=sys.stderr)
 
     side = size * args.zoom

@@ -237,6 +237,27 @@ def evaluate_pair(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> dict[str, f
     return {k: float(v[0]) for k, v in evaluate_batch(sr, hr, scale).items()}
 
 
+_LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
+
+
+def detail_ratio(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """High-frequency energy of SR relative to HR, (N,) float64: 1 = as much fine detail
+    as the reference, below 1 = smoother, above 1 = more (real or false) texture.
+
+    Mean absolute 3x3 Laplacian of the Y plane, on the same quantised, modcropped,
+    border-cropped images as PSNR. Not a paper metric: it puts a number on "sharper" in
+    the crops figure, where PSNR and LPIPS say "closer" instead. It cannot tell restored
+    detail from invented detail (a GAN's grain counts too), so read it with PSNR/LPIPS.
+    """
+    with _one_cpu_thread(_batched(sr)):
+        sr8, hr8 = _prepare(sr, hr, scale)
+        n = sr8.shape[0]
+        y = y_channel(torch.cat([sr8, hr8]))  # SR planes, then HR planes
+        kernel = torch.tensor(_LAPLACIAN, dtype=y.dtype, device=y.device).view(1, 1, 3, 3)
+        energy = torch.nn.functional.conv2d(y, kernel).abs().mean(dim=(1, 2, 3))
+        return energy[:n] / energy[n:].clamp_min(1e-12)
+
+
 class Lpips:
     """LPIPS v0.1 (AlexNet) on the border-cropped RGB images. Raises MetricUnavailable with
     the reason when the `lpips` package or the ImageNet AlexNet weights are missing.

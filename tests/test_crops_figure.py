@@ -14,7 +14,7 @@ def _script():
     return module
 
 
-def test_crops_figure_has_a_panel_per_model(benchmarks_dir, tmp_path):
+def test_crops_figure_has_a_panel_per_model(benchmarks_dir, tmp_path, capsys):
     out = tmp_path / "crops.png"
     code = _script().main(["--image", "Set5/butterfly", "--box", "100", "100", "32", "--zoom", "2",
                            "--models", "espcn,not_a_shipped_model", "--data-root", str(benchmarks_dir),
@@ -24,6 +24,7 @@ def test_crops_figure_has_a_panel_per_model(benchmarks_dir, tmp_path):
     # HR, bicubic, espcn, and a grey "no weights" panel for the missing model
     assert img.width == 4 * (64 + 8) + 8
     assert not list(tmp_path.glob("*.tmp.png"))
+    assert "espcn: " in (err := capsys.readouterr().err) and "dB, detail " in err
 
 
 def test_crops_figure_rejects_a_box_outside_the_image(benchmarks_dir, tmp_path, capsys):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from eval.metrics import (Lpips, MetricUnavailable, evaluate_batch, evaluate_pair, psnr,
-                          quantize, ssim, y_channel, _filter_valid)
+from eval.metrics import (Lpips, MetricUnavailable, detail_ratio, evaluate_batch, evaluate_pair,
+                          psnr, quantize, ssim, y_channel, _filter_valid)
 
 
 def _pair(seed, c=3, h=53, w=61, noise=0.05):
@@ -125,6 +125,23 @@ def test_batch_equals_single_images():
             assert batch[k][i].item() == pytest.approx(v, abs=1e-12)
     with pytest.raises(ValueError, match="one image"):
         evaluate_pair(torch.stack([pairs[0][0]] * 2), torch.stack([pairs[0][1]] * 2), 2)
+
+
+def test_detail_ratio_ranks_smooth_below_sharp():
+    hr = _pair(7, h=48, w=48)[1]
+    blurred = torch.nn.functional.avg_pool2d(hr.double().unsqueeze(0) / 255, 3, 1, 1, count_include_pad=False)
+    flat = torch.full((3, 48, 48), 0.5, dtype=torch.float64)
+
+    def energy_by_hand(img8):  # Y plane, border of 2 cropped, valid 3x3 Laplacian
+        y = y_channel(img8)[..., 2:-2, 2:-2]
+        lap = y[..., :-2, 1:-1] + y[..., 2:, 1:-1] + y[..., 1:-1, :-2] + y[..., 1:-1, 2:] - 4 * y[..., 1:-1, 1:-1]
+        return lap.abs().mean().item()
+
+    got = detail_ratio(torch.stack([hr, quantize(blurred)[0], quantize(flat)]), torch.stack([hr] * 3), 2)
+    assert got.shape == (3,)
+    assert got[0].item() == 1.0
+    assert got[1].item() == pytest.approx(energy_by_hand(quantize(blurred)) / energy_by_hand(hr), rel=1e-12)
+    assert 0 < got[1].item() < 0.6 and got[2].item() == 0.0
 
 
 def test_psnr_and_ssim_shapes():
