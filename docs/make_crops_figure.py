@@ -72,9 +72,10 @@ def main(argv=None) -> int:
 
     def panel(out: torch.Tensor, title: str):
         psnr = evaluate_pair(out, item.hr, scale)["psnr_y"]
+        shown = region(out)
         # scale=1: a crop has no image border to drop beyond the one pixel this trims
-        detail = float(detail_ratio(region(out), region(item.hr), 1)[0])
-        return _to_pil(region(out)), title, f"{psnr:.2f} dB, detail {100 * detail:.0f}%"
+        detail = float(detail_ratio(shown, region(item.hr), 1)[0])
+        return _to_pil(shown), title, f"{psnr:.2f} dB, detail {100 * detail:.0f}%"
 
     panels = [(_to_pil(region(item.hr)), "HR", f"{set_name} {image_name}")]
     panels.append(panel(imresize(item.lr, scale=scale), "bicubic"))

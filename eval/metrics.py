@@ -249,7 +249,7 @@ def detail_ratio(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> torch.Tensor
     the crops figure, where PSNR and LPIPS say "closer" instead. It cannot tell restored
     detail from invented detail (a GAN's grain counts too), so read it with PSNR/LPIPS.
     """
-    with _one_cpu_thread(_batched(sr)):
+    with _one_cpu_thread(sr):
         sr8, hr8 = _prepare(sr, hr, scale)
         n = sr8.shape[0]
         y = y_channel(torch.cat([sr8, hr8]))  # SR planes, then HR planes
