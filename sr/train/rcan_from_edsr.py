@@ -91,11 +91,11 @@ def fit_last_conv(rcan, edsr, lr_images, samples_per_image: int, seed: int, ridg
     xs, ts = [], []
     for lr in lr_images:
         h = edsr.head(edsr.sub_mean(lr * edsr.rgb_range))
-        feat = h + edsr.body(h)
-        cols = F.unfold(feat, 3, padding=1)[0].T  # (pixels, 64*3*3), the conv weight's order
+        target = edsr.body(h)
+        cols = F.unfold(h + target, 3, padding=1)[0].T  # (pixels, 64*3*3), the conv weight's order
         pick = torch.randperm(cols.shape[0], generator=g)[:samples_per_image]
         xs.append(cols[pick])
-        ts.append(edsr.body(h)[0].flatten(1).T[pick])
+        ts.append(target[0].flatten(1).T[pick])
     x = torch.cat(xs).double()
     x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
     t = torch.cat(ts).double()
