@@ -579,7 +579,15 @@ class Trainer:
         (auto: the EMA when on, else the best on the validation set)."""
         last = self.validate()
         if not self.main:
+            # destroy_process_group is collective: leaving while rank 0 still exports
+            # made gloo abort this rank now and then ("terminate called ...", SIGABRT).
+            distributed.barrier(self.dist)
             return None
+        path = self._export(last)
+        distributed.barrier(self.dist)
+        return path
+
+    def _export(self, last: dict | None) -> Path:
         choice = self.cfg["train"]["export"]
         if choice == "auto":
             choice = "ema" if self.ema is not None else "best"
