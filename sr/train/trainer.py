@@ -578,12 +578,9 @@ class Trainer:
         """Validate the final weights and export the ones ``train.export`` names
         (auto: the EMA when on, else the best on the validation set)."""
         last = self.validate()
-        if not self.main:
-            # destroy_process_group is collective: leaving while rank 0 still exports
-            # made gloo abort this rank now and then ("terminate called ...", SIGABRT).
-            distributed.barrier(self.dist)
-            return None
-        path = self._export(last)
+        path = self._export(last) if self.main else None
+        # destroy_process_group is collective: a rank that left while rank 0 still
+        # exported was once aborted in gloo teardown ("terminate called ...", SIGABRT).
         distributed.barrier(self.dist)
         return path
 
