@@ -57,7 +57,9 @@ def _leave(code: int) -> None:
     row, checkpoints renamed into place), gloo's threads can still abort the shutdown
     ("terminate called without an active exception", SIGABRT), roughly one run in ten on
     a loaded 2-core machine, and torchrun then reports a finished run as failed."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    from sr.train.distributed import launched_world_size
+
+    if launched_world_size() > 1:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

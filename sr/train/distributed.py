@@ -40,9 +40,14 @@ def pick_training_device(name: str, local_rank: int) -> torch.device:
     return dev
 
 
+def launched_world_size() -> int:
+    """The number of processes torchrun started (1 when run directly)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def setup(device: str = "auto") -> Dist:
     """Join the process group torchrun describes in the environment (if any)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = launched_world_size()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_training_device(device, local_rank)
